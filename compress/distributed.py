@@ -1,0 +1,117 @@
+"""Data parallelism on ``torch.distributed``, launched with ``torchrun`` (NCCL on CUDA, gloo on CPU).
+
+Gradients are averaged by hand after the backward passes (no DDP wrapper): the student's forward
+stops early inside a hook, which DDP's forward bookkeeping does not expect, and an explicit all-reduce
+is easy to read. Parameters that got no gradient (the student's top-layer FFN, which the relation
+loss never reaches) are the same on every rank, so all ranks reduce the same tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from compress.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank, world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a CUDA device is a user error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available: use --device cpu or auto")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def init_from_env(requested_device: str) -> DistContext:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+    device = resolve_device(requested_device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistContext(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank=dist.get_rank(), world_size=world_size, device=device)
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter], ctx: DistContext) -> None:
+    """Average ``.grad`` over ranks in place (no-op for one process)."""
+    if not ctx.distributed:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    handles = [dist.all_reduce(g, async_op=True) for g in grads]
+    for handle, grad in zip(handles, grads):
+        handle.wait()
+        grad.div_(ctx.world_size)
+
+
+def sum_over_ranks(values: list[float], ctx: DistContext) -> list[float]:
+    """Element-wise sum of a short list of numbers over ranks."""
+    if not ctx.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator a training step draws from."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

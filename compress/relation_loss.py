@@ -1,0 +1,130 @@
+"""MiniLMv2 self-attention relation loss (Wang et al., 2021), as one pure tensor function.
+
+For X in {Q, K, V} of one teacher layer and one student layer (heads concatenated, ``[B, T, H]``):
+split the hidden axis into ``R`` relation heads of size ``d = H / R`` (teacher and student each with
+their own ``d``), form the relation ``softmax(X_r X_rᵀ / sqrt(d))`` over key positions, and take
+``KL(teacher ‖ student)`` per query row. Rows are averaged over relation heads and *valid* query
+positions; padded keys get zero probability; padded query rows are excluded. No temperature.
+Softmax and KL run in float32 whatever the input dtype (bf16 autocast included).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+RELATIONS = ("qq", "kk", "vv")
+
+
+# Added to the scores of padded keys: exp() of it is exactly 0 in float32, and unlike -inf it never
+# produces NaN (0 · -inf) in the KL or its gradient.
+_MASKED = -1e9
+
+
+def _relation_heads(x: torch.Tensor, num_relation_heads: int) -> torch.Tensor:
+    """``[B, T, H]`` → ``[B·R, T, H/R]`` float32 (the hidden axis re-split into relation heads)."""
+    batch, length, hidden = x.shape
+    if hidden % num_relation_heads:
+        raise ValueError(f"{num_relation_heads} relation heads do not divide hidden size {hidden}")
+    x = x.float().view(batch, length, num_relation_heads, hidden // num_relation_heads).transpose(1, 2)
+    return x.reshape(batch * num_relation_heads, length, hidden // num_relation_heads)
+
+
+def _key_bias(key_mask: torch.Tensor, num_relation_heads: int) -> torch.Tensor:
+    """``[B, T]`` bool → ``[B·R, 1, T]`` float32: 0 for real keys, -1e9 for padded ones."""
+    bias = torch.zeros(key_mask.shape, dtype=torch.float32, device=key_mask.device).masked_fill(~key_mask, _MASKED)
+    return bias[:, None, :].repeat_interleave(num_relation_heads, dim=0)
+
+
+def _scores(heads: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    """``key_bias + X Xᵀ / sqrt(d)`` in one fused pass: ``[B·R, T, T]``."""
+    return torch.baddbmm(key_bias, heads, heads.transpose(1, 2), alpha=1.0 / math.sqrt(heads.shape[-1]))
+
+
+def relation_log_probs(x: torch.Tensor, key_mask: torch.Tensor, num_relation_heads: int) -> torch.Tensor:
+    """Log-softmax self-relations of one projection (for inspection and tests; the loss avoids building it).
+
+    x: ``[B, T, H]`` (any float dtype); key_mask: ``[B, T]`` bool, True for real tokens.
+    Returns ``[B, R, T, T]`` float32 log-probabilities over keys; padded keys get probability exactly 0.
+    """
+    scores = _scores(_relation_heads(x, num_relation_heads), _key_bias(key_mask, num_relation_heads))
+    return torch.log_softmax(scores, dim=-1).view(x.shape[0], num_relation_heads, x.shape[1], x.shape[1])
+
+
+def _chunks(n: int, length: int, device: torch.device):
+    """Slices over the B·R axis whose ``[n, T, T]`` score blocks stay cache-sized on CPU (≈4 MB) and
+    bounded on GPU (≈256 MB), so the elementwise passes run out of cache and memory stays flat."""
+    budget = (1 << 26) if device.type == "cuda" else (1 << 20)
+    step = max(1, budget // (length * length))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+class _RelationKL(torch.autograd.Function):
+    """Σ_rows w_row · KL(softmax(S_t)_row ‖ softmax(S_s)_row), S = X Xᵀ/√d + key_bias, per relation head.
+
+    Inputs: student heads ``[N, T, d_s]`` (N = B·R), teacher heads ``[N, T, d_t]``, key_bias
+    ``[N, 1, T]``, row_weight ``[N, T]``, all float32. Nothing of size ``[N, T, T]`` is kept for the
+    backward pass: it is recomputed block by block, and the gradient is written out directly:
+    dL/dS_s = w · (softmax(S_s) − softmax(S_t)), dL/dX_s = (G + Gᵀ) X_s / √d_s.
+    """
+
+    @staticmethod
+    def forward(ctx, xs, xt, key_bias, row_weight):
+        total = xs.new_zeros(())
+        with torch.autocast(device_type=xs.device.type, enabled=False):
+            for sl in _chunks(xs.shape[0], xs.shape[1], xs.device):
+                log_p_t = torch.log_softmax(_scores(xt[sl], key_bias[sl]), dim=-1)
+                log_p_s = torch.log_softmax(_scores(xs[sl], key_bias[sl]), dim=-1)
+                row_kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # [n, T]; padded keys: p_t = 0
+                total += (row_kl * row_weight[sl]).sum()
+        ctx.save_for_backward(xs, xt, key_bias, row_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        xs, xt, key_bias, row_weight = ctx.saved_tensors
+        grad_xs = torch.empty_like(xs)
+        scale = 1.0 / math.sqrt(xs.shape[-1])
+        with torch.autocast(device_type=xs.device.type, enabled=False):
+            for sl in _chunks(xs.shape[0], xs.shape[1], xs.device):
+                g = torch.softmax(_scores(xs[sl], key_bias[sl]), dim=-1)
+                g -= torch.softmax(_scores(xt[sl], key_bias[sl]), dim=-1)
+                g *= row_weight[sl][..., None] * (grad_total * scale)  # [n, T, T]
+                x = xs[sl]
+                grad_xs[sl] = torch.baddbmm(torch.bmm(g, x), g.transpose(1, 2), x)
+        return grad_xs, None, None, None
+
+
+def relation_kd_loss(
+    student_qkv: Sequence[torch.Tensor],
+    teacher_qkv: Sequence[torch.Tensor],
+    attention_mask: torch.Tensor,
+    num_relation_heads: int,
+    weights: Sequence[float] = (1.0, 1.0, 1.0),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum over Q-Q, K-K, V-V of the mean KL(teacher ‖ student) relation divergence.
+
+    student_qkv: (Q, K, V), each ``[B, T, H_s]``; teacher_qkv: (Q, K, V), each ``[B, T, H_t]``;
+    attention_mask: ``[B, T]`` (1 or True for real tokens). ``num_relation_heads`` must divide both
+    ``H_s`` and ``H_t``. Returns (scalar float32 loss, {"qq": ..., "kk": ..., "vv": ...} unweighted,
+    each a scalar). Gradients flow to the student tensors only; the teacher's are detached.
+    """
+    if len(student_qkv) != 3 or len(teacher_qkv) != 3 or len(weights) != 3:
+        raise ValueError("expected (Q, K, V) for student and teacher and three relation weights")
+    valid = attention_mask.bool()  # [B, T]
+    num_rows = valid.sum() * num_relation_heads
+    if num_rows == 0:
+        raise ValueError("attention_mask has no valid token")
+    key_bias = _key_bias(valid, num_relation_heads)  # [B·R, 1, T]
+    # Each valid query row weighs 1 / (R · valid tokens); padded query rows weigh 0.
+    row_weight = (valid.float() / num_rows).repeat_interleave(num_relation_heads, dim=0)  # [B·R, T]
+    parts: dict[str, torch.Tensor] = {}
+    total = torch.zeros((), dtype=torch.float32, device=attention_mask.device)
+    for name, s, t, w in zip(RELATIONS, student_qkv, teacher_qkv, weights):
+        heads_s = _relation_heads(s, num_relation_heads)
+        heads_t = _relation_heads(t.detach(), num_relation_heads)
+        parts[name] = _RelationKL.apply(heads_s, heads_t, key_bias, row_weight)
+        total = total + w * parts[name]
+    return total, parts

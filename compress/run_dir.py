@@ -1,0 +1,123 @@
+"""The run directory: one folder per run, described by ``manifest.json`` and ``config.yaml``.
+
+Every file that a later stage trusts is written atomically (a temporary file beside it, then
+``os.replace``), so a killed process never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
+              "onnxruntime-gpu", "relation-compress")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, or of a folder's files (names and contents, sorted by relative path)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape a run's results, plus Python's."""
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A run folder: ``manifest.json`` (per-stage records), ``config.yaml`` and one subfolder per stage."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"stages": {}}
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def update_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest's record of ``stage`` and write it atomically."""
+        manifest = self.read_manifest()
+        record = manifest["stages"].setdefault(stage, {})
+        record.update(fields)
+        record["updated"] = now()
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        return record
+
+    def stage(self, stage: str) -> dict[str, Any] | None:
+        return self.read_manifest()["stages"].get(stage)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
