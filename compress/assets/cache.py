@@ -1,0 +1,10 @@
+"""Where built assets live: ``$RELATION_COMPRESS_CACHE`` or ``~/.cache/relation-compress``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RELATION_COMPRESS_CACHE", Path.home() / ".cache" / "relation-compress"))
