@@ -124,6 +124,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # e.g. "newly initialized pooler" for encoders saved without one
+    hf_logging.disable_progress_bar()  # transformers 5 draws one while loading weights
     try:
         app()  # standalone: usage errors print the usage and exit 2, --help exits 0
     except UserError as err:

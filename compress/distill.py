@@ -19,7 +19,9 @@ from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.relation_loss import relation_kd_loss
 from compress.run_dir import RunDir, atomic_directory, library_versions, now, sha256_of
 from compress.student import build_student, init_from_teacher_layers, student_config
-from compress.teacher import count_parameters, load_teacher, resolve_relation_heads, resolve_teacher_layer
+from compress.teacher import (
+    count_parameters, load_teacher, load_teacher_config, resolve_relation_heads, resolve_teacher_layer,
+)
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
 
 log = logging.getLogger(__name__)
@@ -71,21 +73,26 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
             "choose a batch size that is a multiple of train.grad_accum"
         )
     check_fresh_or_resumable(run_dir, resume)
+    done = run_dir.stage(STAGE) if resume else None
+    if done and done.get("status") == "complete" and done["metrics"].get("step", 0) >= cfg.train.steps:
+        log.info("%s: the distillation is already complete (%d steps); nothing to do", run_dir.path, cfg.train.steps)
+        return {key: done[key] for key in ("outputs", "metrics", "resolved")}
     ctx = init_from_env(cfg.train.device)
     seed_everything(cfg.train.seed + ctx.rank)
 
-    teacher = load_teacher(cfg.teacher)
-    spec = teacher.spec
-    t_cfg = teacher.config.to_dict()
+    # Everything that can be wrong with the input is checked before the teacher's weights are loaded.
+    t_config, spec = load_teacher_config(cfg.teacher)
+    t_cfg = t_config.to_dict()
     t_layers, t_hidden = t_cfg[spec.num_layers_key], t_cfg[spec.hidden_key]
     teacher_layer = resolve_teacher_layer(cfg.loss.teacher_layer, t_layers, spec)
     relation_heads = resolve_relation_heads(cfg.loss.relation_heads, t_hidden, cfg.student.hidden)
-    s_config = student_config(teacher.config, spec, layers=cfg.student.layers, hidden=cfg.student.hidden,
+    s_config = student_config(t_config, spec, layers=cfg.student.layers, hidden=cfg.student.hidden,
                               heads=cfg.student.heads, intermediate_size=cfg.student.intermediate_size)
     # A glob pattern stands for one corpus per match, each with the pattern's weight.
     entries = [(path, c) for c in cfg.data.corpora for path in expand_pattern(c.path)]
     corpora = [read_corpus(path, c.text_field) for path, c in entries]
     sampler = MixedSampler(corpora, [c.weight for _, c in entries], cfg.data.sampling_alpha, cfg.train.seed)
+    teacher = load_teacher(cfg.teacher, t_config)
 
     student = build_student(s_config, cfg.train.seed)
     if cfg.student.init_from_teacher_layers:

@@ -43,9 +43,12 @@ def load_teacher_config(name: str) -> tuple[PretrainedConfig, ArchSpec]:
     return config, arch_spec(config.model_type)
 
 
-def load_teacher(name: str) -> Teacher:
-    """Model (base encoder, eval mode, frozen) and tokenizer of ``name``."""
-    config, spec = load_teacher_config(name)
+def load_teacher(name: str, config: PretrainedConfig | None = None) -> Teacher:
+    """Model (base encoder, eval mode, frozen) and tokenizer of ``name`` (config: already loaded, optional)."""
+    if config is None:
+        config, spec = load_teacher_config(name)
+    else:
+        spec = arch_spec(config.model_type)
     try:
         model = AutoModel.from_pretrained(name, config=config)
         tokenizer = AutoTokenizer.from_pretrained(name)

@@ -104,6 +104,12 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_bert_dir, corpus
     steps = [m["step"] for m in _metrics(killed)]
     assert steps == list(range(1, 61))  # metrics after the checkpoint were dropped, then rewritten once
 
+    # Resuming a finished run changes nothing and says so.
+    again = subprocess.run(cli_command(["distill", "--run-dir", killed, "--resume"]), env=cli_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already complete" in again.stderr
+    assert torch.equal(load_file(killed / "student" / "model.safetensors")[name], b[name])
+
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_bert_dir, corpus_file, tmp_path):
     run_dir = tmp_path / "run"
@@ -151,3 +157,42 @@ def test_two_process_data_parallel_on_cpu(tiny_bert_dir, corpus_file, tmp_path):
     assert len(first_batches) == 2 and first_batches[0] != first_batches[1]  # ranks read different data
     assert len(stage["ranks"]["weights_sha256"]) == 64  # equal on both ranks, or the run would have failed
     assert AutoModel.from_pretrained(run_dir / "student").config.num_hidden_layers == 2
+
+
+@pytest.mark.slow
+def test_torch_compile_path(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    result = run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", tmp_path / "run",
+                      *SMALL, "--steps", "4", "train.compile=true"], capsys)
+    assert result.code == 0, result.stderr
+
+
+@pytest.mark.gpu
+def test_distill_on_cuda_bf16(tiny_teacher_dir, corpus_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    result = run_cli(["distill", "--teacher", tiny_teacher_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL,
+                      "--steps", "30", "--lr", "2e-3", "--device", "cuda", "--relation-heads", "8",
+                      "train.precision=bf16", "train.log_every=1"], capsys)
+    assert result.code == 0, result.stderr
+    losses = [m["loss"] for m in _metrics(run_dir)]
+    assert sum(losses[-5:]) < sum(losses[:5])
+    stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["distill"]
+    assert stage["resolved"]["device"].startswith("cuda")
+
+
+@pytest.mark.gpu
+def test_relation_loss_cuda_matches_cpu():
+    from compress.relation_loss import relation_kd_loss
+
+    torch.manual_seed(0)
+    t = tuple(torch.randn(4, 33, 48) for _ in range(3))
+    s = tuple(torch.randn(4, 33, 32, requires_grad=True) for _ in range(3))
+    mask = torch.ones(4, 33)
+    mask[1, 20:] = 0
+    cpu_loss, _ = relation_kd_loss(s, t, mask, 8)
+    cpu_grads = torch.autograd.grad(cpu_loss, s)
+    s_gpu = tuple(x.detach().cuda().requires_grad_() for x in s)
+    gpu_loss, _ = relation_kd_loss(s_gpu, tuple(x.cuda() for x in t), mask.cuda(), 8)
+    gpu_grads = torch.autograd.grad(gpu_loss, s_gpu)
+    assert gpu_loss.item() == pytest.approx(cpu_loss.item(), rel=1e-4)
+    for a, b in zip(cpu_grads, gpu_grads):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-6)

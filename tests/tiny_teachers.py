@@ -61,6 +61,8 @@ SAMPLE_TEXT = [
 
 SPECIAL_BERT = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SPECIAL_ROBERTA = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4: pad is 1, as in RoBERTa and XLM-R
+ROBERTA_TOKENS = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
+                      pad_token="<pad>", mask_token="<mask>", model_max_length=126)
 
 
 def _model_kwargs(layers: int, hidden: int, heads: int, vocab: int, max_len: int) -> dict:
@@ -102,9 +104,7 @@ def make_tiny_roberta(path: Path, *, layers: int = 4, hidden: int = 64, heads: i
         vocab_size=800, special_tokens=SPECIAL_ROBERTA, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tokenizer = RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                     cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-                                     model_max_length=126)
+    tokenizer = RobertaTokenizerFast(tokenizer_object=tok, **ROBERTA_TOKENS)
     torch.manual_seed(seed)
     config = RobertaConfig(**_model_kwargs(layers, hidden, heads, tok.get_vocab_size(), 128), pad_token_id=1,
                            bos_token_id=0, eos_token_id=2)
@@ -121,9 +121,7 @@ def make_tiny_xlmr(path: Path, *, layers: int = 4, hidden: int = 64, heads: int 
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     tok.decoder = decoders.Metaspace()
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-                                        model_max_length=126)
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=tok, **ROBERTA_TOKENS)
     torch.manual_seed(seed)
     config = XLMRobertaConfig(**_model_kwargs(layers, hidden, heads, tok.get_vocab_size(), 128), pad_token_id=1,
                               bos_token_id=0, eos_token_id=2)
