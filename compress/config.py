@@ -91,6 +91,23 @@ class DistillConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class ExportConfig(_Strict):
+    """Everything ``compress export`` needs; recorded in the manifest's export stage."""
+
+    model: str = Field("student", description="'student' or the name of a fine-tuned task under finetune/")
+    opset: int = Field(18, ge=14, le=22)
+    int8: bool = False
+    int8_method: Literal["dynamic", "static"] = "dynamic"
+    calib_corpus: list[str] = Field(default_factory=list, description="text for static calibration (default: the distill corpora)")
+    calib_samples: int = Field(256, ge=1)
+    parity_samples: int = Field(64, ge=1, description="held-out lines compared against PyTorch")
+    fp32_tolerance: float = Field(1e-4, gt=0, description="max abs difference of FP32 ONNX vs PyTorch")
+    min_int8_cosine: float = Field(0.99, ge=0, le=1, description="refuse an INT8 variant below this mean cosine")
+    quantize_embeddings: bool = Field(False, description="also store the word-embedding table in INT8")
+    force: bool = Field(False, description="keep an INT8 variant that fails min_int8_cosine")
+    seed: int = 0
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``"train.lr=3e-4"`` → ``("train.lr", 0.0003)``; the value is read as YAML."""
     key, sep, raw = item.partition("=")

@@ -1,0 +1,99 @@
+"""Compare an ONNX Runtime session with the PyTorch model it came from.
+
+Two kinds of input: real text (batched with padding, as in serving) and random token ids at several
+lengths with padded rows. Reported: the max abs difference of the last hidden states over real tokens,
+the cosine of mean-pooled sentence embeddings (mean and worst), and how often both agree on each
+sentence's nearest neighbour among the others (what a search index would notice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+RANDOM_LENGTHS = (8, 32, 128)
+
+
+@dataclass
+class ParityReport:
+    max_abs_diff: float
+    mean_cosine: float
+    min_cosine: float
+    nn_agreement: float
+    samples: int
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 7) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def encode(tokenizer, texts: list[str], max_length: int = 128) -> list[dict[str, np.ndarray]]:
+    """Batches of 8 texts, padded to the longest in each batch, as int64 numpy arrays."""
+    batches = []
+    for i in range(0, len(texts), 8):
+        enc = tokenizer(texts[i : i + 8], padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        batches.append({k: v.astype(np.int64) for k, v in enc.items()})
+    return batches
+
+
+def random_batches(vocab_size: int, special_ids: set[int], seed: int, max_positions: int) -> list[dict[str, np.ndarray]]:
+    """Random ids (no special tokens) at several lengths; the second row of each batch is half padding."""
+    rng = np.random.default_rng(seed)
+    allowed = np.array([i for i in range(min(vocab_size, 30000)) if i not in special_ids])
+    batches = []
+    for length in RANDOM_LENGTHS:
+        length = min(length, max_positions)
+        ids = rng.choice(allowed, size=(4, length))
+        mask = np.ones_like(ids)
+        mask[1, length // 2 :] = 0
+        batches.append({"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64),
+                        "token_type_ids": np.zeros_like(ids, dtype=np.int64)})
+    return batches
+
+
+def _feed(session, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in batch.items() if k in names}
+
+
+def hidden_states(model, session, batch) -> tuple[np.ndarray, np.ndarray]:
+    """(PyTorch, ONNX Runtime) last hidden states ``[B, T, H]`` of one batch."""
+    with torch.no_grad():
+        pt = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state.numpy()
+    ort = session.run(None, _feed(session, batch))[0]
+    return pt, ort
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    return (hidden * m).sum(1) / np.maximum(m.sum(1), 1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityReport:
+    """Parity of ``session`` against ``model`` (a PyTorch encoder in eval mode) over ``batches``."""
+    max_diff, pt_emb, ort_emb = 0.0, [], []
+    for batch in batches:
+        pt, ort = hidden_states(model, session, batch)
+        valid = batch["attention_mask"].astype(bool)
+        max_diff = max(max_diff, float(np.abs(pt - ort)[valid].max()))
+        pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
+        ort_emb.append(_mean_pool(ort, batch["attention_mask"]))
+    a, b = _unit(np.concatenate(pt_emb)), _unit(np.concatenate(ort_emb))
+    cos = (a * b).sum(1)
+    return ParityReport(max_abs_diff=max_diff, mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
+                        nn_agreement=nearest_neighbour_agreement(a, b), samples=len(a))
+
+
+def nearest_neighbour_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows whose nearest other row (by cosine) is the same under embeddings ``a`` and ``b``."""
+    if len(a) < 3:
+        return 1.0
+    sim_a, sim_b = a @ a.T, b @ b.T
+    np.fill_diagonal(sim_a, -np.inf)
+    np.fill_diagonal(sim_b, -np.inf)
+    return float((sim_a.argmax(1) == sim_b.argmax(1)).mean())

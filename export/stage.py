@@ -1,0 +1,129 @@
+"""``compress export``: the run's model to ONNX (FP32, optionally INT8), each variant checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.config import ExportConfig, to_plain
+from compress.corpus import expand_pattern, read_corpus
+from compress.errors import UserError
+from compress.run_dir import RunDir, atomic_write_text, library_versions, now, sha256_of
+from export.isa import cpu_features, needs_reduced_range
+from export.onnx_export import TASKS, export_fp32
+from export.parity import ParityReport, compare, encode, random_batches
+from export.quantize import op_counts, quantize_dynamic_int8, quantize_static_int8
+
+log = logging.getLogger(__name__)
+STAGE = "export"
+
+
+def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
+    """The folder to export and optimum's task for it; a clear error when the stage before is missing."""
+    distill = run_dir.stage("distill")
+    if not distill or distill.get("status") != "complete" or not (run_dir.path / "student").is_dir():
+        raise UserError(f"{run_dir.path} has no finished distillation: run `compress distill --run-dir {run_dir.path} ...` first")
+    if cfg.model == "student":
+        return run_dir.path / "student", TASKS["student"]
+    path = run_dir.path / "finetune" / cfg.model
+    if not path.is_dir():
+        raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: run `compress finetune` first")
+    return path, TASKS["classifier"]
+
+
+def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str]]:
+    """(calibration lines, parity lines): disjoint samples of the calibration corpus or the distill corpora."""
+    sources = cfg.calib_corpus or [c["path"] for c in run_dir.stage("distill")["config"]["data"]["corpora"]]
+    lines = [line for pattern in sources for path in expand_pattern(pattern) for line in read_corpus(path).lines]
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(lines))
+    calib = [lines[i] for i in order[: cfg.calib_samples]]
+    parity = [lines[i] for i in order[cfg.calib_samples : cfg.calib_samples + cfg.parity_samples]] or calib[: cfg.parity_samples]
+    return calib, parity
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _size(folder: Path) -> int:
+    return (folder / "model.onnx").stat().st_size
+
+
+def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
+    """Export FP32 (and INT8 if asked); writes ``export/<variant>/``, ``export/parity.json`` and the manifest."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model_dir, task = _model_dir(run_dir, cfg)
+    try:
+        model = AutoModel.from_pretrained(model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load {model_dir} ({first}): the folder is damaged; re-run `compress distill`") from None
+    calib_texts, parity_texts = _texts(run_dir, cfg)
+    max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
+    batches = encode(tokenizer, parity_texts) + random_batches(
+        model.config.vocab_size, set(tokenizer.all_special_ids), cfg.seed, max_positions)
+
+    out = run_dir.path / STAGE
+    features = cpu_features()
+    report: dict[str, Any] = {"cpu": features, "variants": {}}
+    run_dir.update_stage(STAGE, status="running", started=now(), config=to_plain(cfg), versions=library_versions(),
+                         inputs={"model": str(model_dir), "sha256": sha256_of(model_dir / "model.safetensors")})
+
+    fp32_dir = export_fp32(model_dir, out / "fp32", task=task, opset=cfg.opset)
+    fp32 = compare(model, _session(fp32_dir / "model.onnx"), batches)
+    if fp32.max_abs_diff > cfg.fp32_tolerance:
+        shutil.rmtree(fp32_dir)
+        raise UserError(f"FP32 ONNX differs from PyTorch by {fp32.max_abs_diff:.2e} (tolerance {cfg.fp32_tolerance:.0e}, "
+                        f"mean cosine {fp32.mean_cosine:.6f}): the export is wrong; try another --opset")
+    report["variants"]["fp32"] = {**fp32.as_dict(), "size_bytes": _size(fp32_dir), "tolerance": cfg.fp32_tolerance}
+    log.info("fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
+
+    if cfg.int8:
+        int8_dir = out / "int8"
+        report["variants"]["int8"] = _int8(cfg, fp32_dir, int8_dir, model, tokenizer, calib_texts, batches, features)
+
+    atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
+    outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / "parity.json")}
+    run_dir.update_stage(STAGE, status="complete", finished=now(), outputs=outputs,
+                         metrics={name: {k: v[k] for k in ("max_abs_diff", "mean_cosine", "min_cosine", "nn_agreement", "size_bytes")}
+                                  for name, v in report["variants"].items()})
+    return report
+
+
+def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, batches, features) -> dict[str, Any]:
+    reduce_range = needs_reduced_range(features)
+    shutil.rmtree(int8_dir, ignore_errors=True)
+    tmp = int8_dir.with_name(".int8.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(fp32_dir, tmp, ignore=shutil.ignore_patterns("model.onnx"))
+    try:
+        if cfg.int8_method == "dynamic":
+            quantize_dynamic_int8(fp32_dir / "model.onnx", tmp / "model.onnx", reduce_range=reduce_range,
+                                  quantize_embeddings=cfg.quantize_embeddings)
+        else:
+            quantize_static_int8(fp32_dir / "model.onnx", tmp / "model.onnx", encode(tokenizer, calib_texts),
+                                 reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
+        result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
+        if result.mean_cosine < cfg.min_int8_cosine and not cfg.force:
+            raise UserError(f"INT8 ({cfg.int8_method}) embeddings keep only {result.mean_cosine:.4f} mean cosine "
+                            f"(worst {result.min_cosine:.4f}) to PyTorch, under export.min_int8_cosine={cfg.min_int8_cosine}: "
+                            "not written; try --int8-method static, or force=true to keep it")
+        tmp.rename(int8_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("int8 (%s): mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%",
+             cfg.int8_method, result.mean_cosine, result.min_cosine, 100 * result.nn_agreement)
+    return {**result.as_dict(), "size_bytes": _size(int8_dir), "method": cfg.int8_method, "reduce_range": reduce_range,
+            "quantized_embeddings": cfg.quantize_embeddings,
+            "op_counts": dict(sorted(op_counts(int8_dir / "model.onnx").items()))}
