@@ -66,7 +66,8 @@ def hidden_states(model, session, batch) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask[..., None].astype(np.float32)
+    """Mean over real tokens, in float64 so that cosines near 1 are resolved (and never exceed it)."""
+    hidden, m = hidden.astype(np.float64), mask[..., None].astype(np.float64)
     return (hidden * m).sum(1) / np.maximum(m.sum(1), 1)
 
 
@@ -84,7 +85,7 @@ def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityRepor
         pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
         ort_emb.append(_mean_pool(ort, batch["attention_mask"]))
     a, b = _unit(np.concatenate(pt_emb)), _unit(np.concatenate(ort_emb))
-    cos = (a * b).sum(1)
+    cos = np.clip((a * b).sum(1), -1.0, 1.0)
     return ParityReport(max_abs_diff=max_diff, mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
                         nn_agreement=nearest_neighbour_agreement(a, b), samples=len(a))
 

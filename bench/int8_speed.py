@@ -1,0 +1,145 @@
+"""INT8 against FP32 on ONNX Runtime (CPU), and this project's export against optimum's own path.
+
+For each model shape (random BERT weights: speed does not depend on their values), it builds:
+  fp32             our FP32 export (optimum's exporter, checked against PyTorch)
+  fp32-fused       + ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu)
+  int8-dynamic     ORT dynamic INT8, per-channel signed weights, on the unfused graph
+  int8-fused       ORT dynamic INT8 on the fused graph (QAttention)
+  int8-static      static QDQ INT8 (min-max calibration on real-looking text)
+  optimum-fp32     `optimum-cli export onnx` + ORTOptimizer O2
+  optimum-int8     + ORTQuantizer with AutoQuantizationConfig.avx512_vnni (dynamic)
+and times every variant in alternating rounds (noise hits all alike) at each batch size × length, with
+a fixed thread count. Prints latency (median) and the ratios a reader needs.
+
+    python bench/int8_speed.py                      # 12×384 and 6×384, batch 1 and 8, length 128, 2 threads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+
+def build_model(folder: Path, layers: int, hidden: int, vocab_file: Path | None) -> Path:
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 32,
+                        intermediate_size=4 * hidden)
+    BertModel(config).save_pretrained(folder)
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file)) if vocab_file else None
+    if tokenizer is None:
+        from compress.assets.minilm_teacher import english_teacher_path
+
+        tokenizer = BertTokenizerFast.from_pretrained(english_teacher_path())
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict]) -> dict[str, Path]:
+    from onnxruntime.transformers.optimizer import optimize_model
+    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+
+    from export.onnx_export import export_fp32
+    from export.quantize import quantize_dynamic_int8, quantize_static_int8
+
+    out: dict[str, Path] = {}
+    fp32 = export_fp32(model_dir, work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
+    out["fp32"] = fp32
+    fused = work / "fp32-fused.onnx"
+    optimize_model(str(fp32), model_type="bert", num_heads=hidden // 32, hidden_size=hidden).save_model_to_file(str(fused))
+    out["fp32-fused"] = fused
+    out["int8-dynamic"] = work / "int8-dynamic.onnx"
+    quantize_dynamic_int8(fp32, out["int8-dynamic"], reduce_range=False, quantize_embeddings=False)
+    out["int8-fused"] = work / "int8-fused.onnx"
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(fused, out["int8-fused"], per_channel=True, weight_type=QuantType.QInt8)
+    out["int8-static"] = work / "int8-static.onnx"
+    quantize_static_int8(fp32, out["int8-static"], calib, reduce_range=False, quantize_embeddings=False)
+
+    optimizer = ORTOptimizer.from_pretrained(work / "fp32")
+    optimizer.optimize(save_dir=work / "optimum-o2", optimization_config=AutoOptimizationConfig.O2())
+    out["optimum-fp32"] = next((work / "optimum-o2").glob("*.onnx"))
+    quantizer = ORTQuantizer.from_pretrained(work / "optimum-o2", file_name=out["optimum-fp32"].name)
+    quantizer.quantize(save_dir=work / "optimum-int8", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
+    out["optimum-int8"] = next((work / "optimum-int8").glob("*.onnx"))
+    return out
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def feeds(sess, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v for k, v in batch.items() if k in names}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="12x384,6x384")
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds per variant per round")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    from compress.assets.minilm_teacher import english_teacher_path
+
+    vocab = Path(english_teacher_path()) / "vocab.txt"
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    rng = np.random.default_rng(0)
+    results = {"setup": vars(args) | {"onnxruntime": ort.__version__}, "shapes": {}}
+    for shape in args.shapes.split(","):
+        layers, hidden = map(int, shape.split("x"))
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            model_dir = build_model(work / "model", layers, hidden, vocab)
+            calib = []
+            for _ in range(8):
+                ids = rng.integers(1000, 30000, size=(8, args.seq_len))
+                calib.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+            paths = variants(model_dir, work, layers, hidden, calib)
+            sessions = {name: session(p, args.threads) for name, p in paths.items()}
+            shape_result = {}
+            for bs in map(int, args.batch_sizes.split(",")):
+                ids = rng.integers(1000, 30000, size=(bs, args.seq_len)).astype(np.int64)
+                batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+                times = {name: [] for name in sessions}
+                for name, sess in sessions.items():  # warm-up
+                    sess.run(None, feeds(sess, batch))
+                for _ in range(args.rounds):
+                    for name, sess in sessions.items():
+                        f, n, t0 = feeds(sess, batch), 0, time.perf_counter()
+                        while time.perf_counter() - t0 < args.min_time or n < 3:
+                            sess.run(None, f)
+                            n += 1
+                        times[name].append((time.perf_counter() - t0) / n)
+                med = {name: statistics.median(v) * 1000 for name, v in times.items()}
+                shape_result[f"batch{bs}"] = med
+                print(f"\n{shape}  batch {bs} × {args.seq_len}, {args.threads} threads: median ms per call")
+                for name, ms in med.items():
+                    print(f"  {name:>14}: {ms:8.2f} ms   {med['fp32'] / ms:5.2f}× vs fp32")
+                print(f"  ours int8-fused vs optimum-int8: {med['optimum-int8'] / med['int8-fused']:.2f}×;"
+                      f" ours fp32-fused vs optimum-fp32: {med['optimum-fp32'] / med['fp32-fused']:.2f}×")
+            shape_result["size_mib"] = {name: p.stat().st_size / 2**20 for name, p in paths.items()}
+            results["shapes"][shape] = shape_result
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""``compress export`` on tiny distilled BERT, RoBERTa and XLM-R students (real optimum and ONNX Runtime)."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from transformers import AutoTokenizer
+
+from tests.cli_runner import run_cli
+
+SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "4", "--max-length", "32", "--steps", "2"]
+
+
+@pytest.fixture
+def distilled(tiny_teacher_dir, corpus_file, tmp_path, capsys):
+    """A run folder holding a finished (2-step) distillation of a tiny teacher."""
+    run_dir = tmp_path / "run"
+    result = run_cli(["distill", "--teacher", tiny_teacher_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys)
+    assert result.code == 0, result.stderr
+    return run_dir
+
+
+def _parity(run_dir):
+    return json.loads((run_dir / "export" / "parity.json").read_text())["variants"]
+
+
+def test_fp32_and_dynamic_int8(distilled, capsys):
+    result = run_cli(["export", distilled, "--int8"], capsys)
+    assert result.code == 0, result.stderr
+    variants = _parity(distilled)
+    assert variants["fp32"]["max_abs_diff"] < 1e-4 and variants["fp32"]["samples"] > 10
+    int8 = variants["int8"]
+    assert int8["method"] == "dynamic" and int8["mean_cosine"] > 0.99
+    # 2 layers × 6 Linear projections become integer matmuls; none is left in float.
+    assert int8["op_counts"]["MatMulInteger"] == 12 and int8["op_counts"]["DynamicQuantizeLinear"] >= 1
+    assert int8["size_bytes"] < variants["fp32"]["size_bytes"]
+    stage = json.loads((distilled / "manifest.json").read_text())["stages"]["export"]
+    assert stage["status"] == "complete" and set(stage["outputs"]) == {"fp32", "int8", "parity"}
+
+    # optimum's ORTModel loads each folder and agrees with a bare ONNX Runtime session.
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+
+    for name in ("fp32", "int8"):
+        folder = distilled / "export" / name
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        enc = tokenizer(["hello world", "a longer sentence here"], padding=True, return_tensors="np")
+        model = ORTModelForFeatureExtraction.from_pretrained(folder)
+        out = model(**{k: v for k, v in enc.items()}).last_hidden_state
+        session = ort.InferenceSession(str(folder / "model.onnx"))
+        names = {i.name for i in session.get_inputs()}
+        ref = session.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
+        np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+
+
+def test_static_int8_is_a_qdq_graph(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+    result = run_cli(["export", run_dir, "--int8", "--int8-method", "static", "--calib-corpus", corpus_file,
+                      "calib_samples=16"], capsys)
+    assert result.code == 0, result.stderr
+    int8 = _parity(run_dir)["int8"]
+    assert int8["method"] == "static" and int8["mean_cosine"] > 0.95
+    assert int8["op_counts"]["QuantizeLinear"] >= 12 and int8["op_counts"]["DequantizeLinear"] >= 24
+
+
+def test_refusals_leave_nothing_that_looks_complete(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+
+    strict = run_cli(["export", run_dir, "fp32_tolerance=1e-12"], capsys)
+    assert strict.code == 2 and "FP32 ONNX differs from PyTorch by" in strict.stderr
+    assert not (run_dir / "export" / "fp32").exists()
+
+    refused = run_cli(["export", run_dir, "--int8", "min_int8_cosine=1.0"], capsys)
+    assert refused.code == 2 and "mean cosine" in refused.stderr and "force" in refused.stderr
+    assert not (run_dir / "export" / "int8").exists() and not (run_dir / "export" / ".int8.tmp").exists()
+
+    forced = run_cli(["export", run_dir, "--int8", "min_int8_cosine=1.0", "--force"], capsys)
+    assert forced.code == 0 and (run_dir / "export" / "int8" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    ("none", [], "has no finished distillation"),
+    ("distilled", ["--opset", "9"], "opset"),
+    ("distilled", ["--int8", "--int8-method", "static", "--calib-corpus", "EMPTY"], "no usable line"),
+    ("corrupt", [], "cannot load"),
+    ("distilled", ["--model", "sentiment"], "no fine-tuned model 'sentiment'"),
+])
+def test_bad_input(setup, args, message, tiny_bert_dir, corpus_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    if setup != "none":
+        assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+    if setup == "corrupt":
+        (run_dir / "student" / "model.safetensors").write_bytes(b"not a tensor file")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    result = run_cli(["export", run_dir, *[str(empty) if a == "EMPTY" else a for a in args]], capsys)
+    assert result.code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (run_dir / "export" / "parity.json").exists()
