@@ -11,8 +11,11 @@ import onnx
 
 from compress.errors import UserError
 
-# MatMul carries nearly all the compute of an encoder; Gather quantizes the embedding tables.
-_OPS = ["MatMul"]
+# MatMul carries nearly all the compute of an encoder (Attention is its fused form in an ORT-optimised
+# graph); Gather quantizes the embedding tables.
+_OPS = ["MatMul", "Attention"]
+# Fused graphs hold com.microsoft ops whose outputs shape inference cannot type: they are float.
+_EXTRA = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
 
 def op_counts(model_path: Path) -> Counter:
@@ -25,7 +28,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, *, reduce_range: bool, quantize_
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(src, dst, op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
-                     per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8)
+                     per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8, extra_options=_EXTRA)
 
 
 class _TextCalibration:
@@ -57,4 +60,4 @@ def quantize_static_int8(src: Path, dst: Path, calibration: list[dict[str, np.nd
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
                     calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **_EXTRA})

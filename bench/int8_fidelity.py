@@ -1,0 +1,66 @@
+"""How faithful are INT8 variants of a real encoder? Mean-pooled embeddings against PyTorch FP32.
+
+Exports MODEL (any HF folder) to FP32 ONNX, quantizes it (ours: dynamic per-channel and static QDQ; optimum's
+ORTQuantizer with the avx512_vnni dynamic config), and reports for N real sentences: mean and worst cosine
+to PyTorch FP32 and nearest-neighbour agreement — the figures a search index would notice.
+
+    python bench/int8_fidelity.py "$(compress assets path minilm)" --corpus "$(compress assets path chatterbot-en)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from transformers import AutoModel, AutoTokenizer
+
+from compress.corpus import expand_pattern, read_corpus
+from export.isa import cpu_features, needs_reduced_range
+from export.onnx_export import export_fp32
+from export.parity import compare, encode
+from export.quantize import quantize_dynamic_int8, quantize_static_int8
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--sentences", type=int, default=512)
+    ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    lines = [l for p in expand_pattern(args.corpus) for l in read_corpus(p).lines]
+    order = np.random.default_rng(0).permutation(len(lines))
+    test = [lines[i] for i in order[: args.sentences]]
+    calib = [lines[i] for i in order[args.sentences : args.sentences + args.calib]]
+    model, tokenizer = AutoModel.from_pretrained(args.model).eval(), AutoTokenizer.from_pretrained(args.model)
+    batches, reduce = encode(tokenizer, test), needs_reduced_range(cpu_features())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        fp32 = export_fp32(Path(args.model), work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
+        paths = {"fp32": fp32, "int8-dynamic": work / "dyn.onnx", "int8-static": work / "static.onnx"}
+        quantize_dynamic_int8(fp32, paths["int8-dynamic"], reduce_range=reduce, quantize_embeddings=False)
+        quantize_static_int8(fp32, paths["int8-static"], encode(tokenizer, calib), reduce_range=reduce, quantize_embeddings=False)
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        ORTQuantizer.from_pretrained(work / "fp32").quantize(
+            save_dir=work / "optimum", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
+        paths["optimum-int8"] = next((work / "optimum").glob("*.onnx"))
+        for name, path in paths.items():
+            r = compare(model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), batches)
+            results[name] = r.as_dict()
+            print(f"{name:>13}: mean cosine {r.mean_cosine:.4f}  worst {r.min_cosine:.4f}  "
+                  f"nearest-neighbour agreement {100 * r.nn_agreement:.1f}%  ({r.samples} sentences)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
