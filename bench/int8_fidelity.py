@@ -25,12 +25,37 @@ from export.parity import compare, encode
 from export.quantize import quantize_dynamic_int8, quantize_static_int8
 
 
+def qat_variant(args, lines: list[str], held_out: set[str], work: Path, reduce: bool, lr: float) -> Path:
+    """Retrain a copy of MODEL fake-quantized against the FP32 original; export and quantize it (dynamic)."""
+    from compress.architectures import arch_spec
+    from compress.config import TrainConfig
+    from compress.corpus import Corpus, MixedSampler
+    from export.qat import retrain
+
+    student, reference = AutoModel.from_pretrained(args.model), AutoModel.from_pretrained(args.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    spec = arch_spec(student.config.model_type)
+    sampler = MixedSampler([Corpus(Path("train"), [l for l in lines if l not in held_out])], [1.0], 1.0, seed=0)
+    cfg = TrainConfig(steps=args.qat_steps, batch_size=32, lr=lr, weight_decay=0.0, warmup_steps=0,
+                      checkpoint_every=10**9, log_every=10, device="cpu")
+    retrain(student, reference, spec=spec, reference_spec=spec, reference_layer=student.config.num_hidden_layers - 1,
+            tokenizer=tokenizer, sampler=sampler, relation_heads=48, cfg=cfg, out_dir=work / "train",
+            reduce_range=reduce, output_weight=1.0, embedding_weight=1.0, max_length=64)
+    student.eval().save_pretrained(work / "student")
+    tokenizer.save_pretrained(work / "student")
+    fp32 = export_fp32(work / "student", work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
+    quantize_dynamic_int8(fp32, work / "int8.onnx", reduce_range=reduce, quantize_embeddings=False)
+    return work / "int8.onnx"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--sentences", type=int, default=512)
     ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--qat-steps", type=int, default=0, help="also quantization-aware retraining (variant int8-qat)")
+    ap.add_argument("--qat-lr", type=float, nargs="+", default=[2e-6], help="one int8-qat variant per learning rate")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -53,6 +78,8 @@ def main() -> None:
         ORTQuantizer.from_pretrained(work / "fp32").quantize(
             save_dir=work / "optimum", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
         paths["optimum-int8"] = next((work / "optimum").glob("*.onnx"))
+        for lr in args.qat_lr if args.qat_steps else []:
+            paths[f"int8-qat-lr{lr:g}"] = qat_variant(args, lines, set(test), work / f"qat{lr:g}", reduce, lr)
         for name, path in paths.items():
             r = compare(model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), batches)
             results[name] = r.as_dict()

@@ -92,13 +92,17 @@ def export(
     model: Optional[str] = typer.Option(None, help="student (default) or a fine-tuned task name"),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)"),
     force: bool = typer.Option(False, "--force", help="keep an INT8 variant below min_int8_cosine"),
+    qat: bool = typer.Option(False, "--qat", help="quantization-aware retraining with the relation loss → variant int8-qat"),
+    qat_steps: Optional[int] = typer.Option(None, help="QAT optimiser steps (default 200)"),
+    teacher: Optional[str] = typer.Option(None, help="QAT reference: student (the FP32 student, default) or original"),
 ) -> None:
     """ONNX export (FP32, optionally INT8) with parity checks against PyTorch."""
     from compress.config import ExportConfig
     from export import stage
 
     flags = {"int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
-             "opset": opset, "force": force or None}
+             "opset": opset, "force": force or None, "qat": qat or None, "qat_train.steps": qat_steps,
+             "qat_reference": teacher}
     cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
     report = stage.run(cfg, RunDir(run_dir))
     for name, v in report["variants"].items():

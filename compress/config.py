@@ -106,6 +106,14 @@ class ExportConfig(_Strict):
     quantize_embeddings: bool = Field(False, description="also store the word-embedding table in INT8")
     force: bool = Field(False, description="keep an INT8 variant that fails min_int8_cosine")
     seed: int = 0
+    qat: bool = Field(False, description="quantization-aware retraining before the INT8 export (variant int8-qat)")
+    qat_reference: Literal["student", "original"] = Field(
+        "student", description="frozen FP32 reference: the distilled student, or the original teacher")
+    qat_output_weight: float = Field(1.0, ge=0, description="weight of the relation loss on the final hidden states")
+    qat_embedding_weight: float = Field(
+        1.0, ge=0, description="weight of 1 − cosine of mean-pooled embeddings (reference of equal width only)")
+    qat_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        steps=200, batch_size=32, lr=2e-5, weight_decay=0.0, checkpoint_every=100, log_every=10))
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -97,6 +97,24 @@ class _RelationKL(torch.autograd.Function):
         return grad_xs, None, None, None
 
 
+def relation_kl(
+    student_x: torch.Tensor, teacher_x: torch.Tensor, attention_mask: torch.Tensor, num_relation_heads: int
+) -> torch.Tensor:
+    """Mean KL(teacher ‖ student) of one self-relation (e.g. Q-Q) over relation heads and valid query rows.
+
+    student_x ``[B, T, H_s]``, teacher_x ``[B, T, H_t]``, attention_mask ``[B, T]``; returns a float32 scalar.
+    """
+    valid = attention_mask.bool()
+    num_rows = valid.sum() * num_relation_heads
+    if num_rows == 0:
+        raise ValueError("attention_mask has no valid token")
+    key_bias = _key_bias(valid, num_relation_heads)  # [B·R, 1, T]
+    # Each valid query row weighs 1 / (R · valid tokens); padded query rows weigh 0.
+    row_weight = (valid.float() / num_rows).repeat_interleave(num_relation_heads, dim=0)  # [B·R, T]
+    return _RelationKL.apply(_relation_heads(student_x, num_relation_heads),
+                             _relation_heads(teacher_x.detach(), num_relation_heads), key_bias, row_weight)
+
+
 def relation_kd_loss(
     student_qkv: Sequence[torch.Tensor],
     teacher_qkv: Sequence[torch.Tensor],
@@ -113,18 +131,9 @@ def relation_kd_loss(
     """
     if len(student_qkv) != 3 or len(teacher_qkv) != 3 or len(weights) != 3:
         raise ValueError("expected (Q, K, V) for student and teacher and three relation weights")
-    valid = attention_mask.bool()  # [B, T]
-    num_rows = valid.sum() * num_relation_heads
-    if num_rows == 0:
-        raise ValueError("attention_mask has no valid token")
-    key_bias = _key_bias(valid, num_relation_heads)  # [B·R, 1, T]
-    # Each valid query row weighs 1 / (R · valid tokens); padded query rows weigh 0.
-    row_weight = (valid.float() / num_rows).repeat_interleave(num_relation_heads, dim=0)  # [B·R, T]
     parts: dict[str, torch.Tensor] = {}
     total = torch.zeros((), dtype=torch.float32, device=attention_mask.device)
     for name, s, t, w in zip(RELATIONS, student_qkv, teacher_qkv, weights):
-        heads_s = _relation_heads(s, num_relation_heads)
-        heads_t = _relation_heads(t.detach(), num_relation_heads)
-        parts[name] = _RelationKL.apply(heads_s, heads_t, key_bias, row_weight)
+        parts[name] = relation_kl(s, t, attention_mask, num_relation_heads)
         total = total + w * parts[name]
     return total, parts

@@ -113,11 +113,13 @@ def train(
     *,
     resume: bool = False,
     description: str = "train",
+    dropout: bool = True,
 ) -> dict[str, float]:
     """Run ``cfg.steps`` optimiser steps; ``compute_loss(step, micro)`` builds one micro-batch's loss.
 
     Writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoint.pt`` (main rank). Returns the last
     logged metrics. Raises TrainingInterrupted on Ctrl-C and TrainingDiverged on a NaN/inf loss.
+    ``dropout=False`` trains in eval mode (QAT: the graph that will be deployed has no dropout).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
@@ -149,7 +151,7 @@ def train(
         barrier(ctx)
         last_good = step
 
-    model.train()
+    model.train(dropout)
     last: dict[str, float] = {}
     window_tokens, window_t0 = 0.0, time.perf_counter()
     step = start

@@ -91,6 +91,9 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
     if cfg.int8:
         int8_dir = out / "int8"
         report["variants"]["int8"] = _int8(cfg, fp32_dir, int8_dir, model, tokenizer, calib_texts, batches, features)
+    if cfg.qat:
+        report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, model_dir, model, tokenizer, calib_texts, parity_texts,
+                                                   batches, features)
 
     atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
     outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / "parity.json")}
@@ -100,28 +103,100 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
     return report
 
 
-def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, batches, features) -> dict[str, Any]:
-    reduce_range = needs_reduced_range(features)
-    shutil.rmtree(int8_dir, ignore_errors=True)
-    tmp = int8_dir.with_name(".int8.tmp")
+def _quantized_copy(fp32_dir: Path, dst: Path, cfg: ExportConfig, quantize) -> Path:
+    """``dst`` = ``fp32_dir``'s config/tokenizer + ``quantize(src_onnx, dst_onnx)``, via a temp folder."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(fp32_dir, tmp, ignore=shutil.ignore_patterns("model.onnx"))
     try:
-        if cfg.int8_method == "dynamic":
-            quantize_dynamic_int8(fp32_dir / "model.onnx", tmp / "model.onnx", reduce_range=reduce_range,
-                                  quantize_embeddings=cfg.quantize_embeddings)
-        else:
-            quantize_static_int8(fp32_dir / "model.onnx", tmp / "model.onnx", encode(tokenizer, calib_texts),
-                                 reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
-        result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
-        if result.mean_cosine < cfg.min_int8_cosine and not cfg.force:
-            raise UserError(f"INT8 ({cfg.int8_method}) embeddings keep only {result.mean_cosine:.4f} mean cosine "
-                            f"(worst {result.min_cosine:.4f}) to PyTorch, under export.min_int8_cosine={cfg.min_int8_cosine}: "
-                            "not written; try --int8-method static, or force=true to keep it")
-        tmp.rename(int8_dir)
+        quantize(fp32_dir / "model.onnx", tmp / "model.onnx")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return tmp
+
+
+def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what: str) -> None:
+    """Move ``tmp`` to ``dst`` unless its fidelity is under ``min_int8_cosine`` (then it is deleted)."""
+    if result.mean_cosine < cfg.min_int8_cosine and not cfg.force:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"INT8 ({what}) embeddings keep only {result.mean_cosine:.4f} mean cosine "
+                        f"(worst {result.min_cosine:.4f}) to PyTorch, under export.min_int8_cosine={cfg.min_int8_cosine}: "
+                        "not written; try --qat or --int8-method dynamic, or --force to keep it")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, calib_texts, parity_texts, batches, features):
+    """Quantization-aware retraining with the relation loss, then the dynamic INT8 export of the result."""
+    from transformers import AutoModel
+
+    from compress.architectures import arch_spec, layer_list
+    from compress.corpus import Corpus, MixedSampler
+    from compress.teacher import load_teacher
+    from export.qat import prepare, retrain
+
+    distill = run_dir.stage("distill")
+    spec = arch_spec(model.config.model_type)
+    if cfg.qat_reference == "student":
+        reference, ref_spec, ref_layer = model, spec, len(layer_list(model, spec)) - 1
+    else:
+        teacher = load_teacher(distill["config"]["teacher"])
+        reference, ref_spec, ref_layer = teacher.model, teacher.spec, distill["resolved"]["teacher_layer"] - 1
+    held_out = set(parity_texts)
+    train_lines = [line for line in calib_texts if line not in held_out]
+    sources = cfg.calib_corpus or [c["path"] for c in distill["config"]["data"]["corpora"]]
+    for pattern in sources:
+        for path in expand_pattern(pattern):
+            train_lines.extend(line for line in read_corpus(path).lines if line not in held_out)
+    if not train_lines:  # a corpus smaller than the parity sample: train on those lines too, and say so
+        log.warning("QAT: the corpus is too small to hold out the parity lines; they are trained on as well")
+        train_lines = list(parity_texts)
+    sampler = MixedSampler([Corpus(path=Path("qat"), lines=train_lines)], [1.0], 1.0, cfg.qat_train.seed)
+    student = AutoModel.from_pretrained(model_dir)
+    # The embedding term compares vectors: it needs a reference of the student's width.
+    same_width = reference.config.hidden_size == student.config.hidden_size
+    embedding_weight = cfg.qat_embedding_weight if same_width else 0.0
+    reduce_range = needs_reduced_range(features)
+    qat_dir = run_dir.path / STAGE / "qat"
+    metrics = retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
+                      tokenizer=tokenizer, sampler=sampler, relation_heads=distill["resolved"]["relation_heads"],
+                      cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
+                      output_weight=cfg.qat_output_weight, embedding_weight=embedding_weight,
+                      max_length=distill["config"]["data"]["max_length"])
+    student.cpu().eval()
+    student.save_pretrained(qat_dir / "student")
+    tokenizer.save_pretrained(qat_dir / "student")
+    fp32_dir = export_fp32(qat_dir / "student", qat_dir / "fp32", task=TASKS["student"], opset=cfg.opset)
+    tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", cfg, lambda src, dst: quantize_dynamic_int8(
+        src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings))
+    session = _session(tmp / "model.onnx")
+    result = compare(model, session, batches)  # fidelity to the distilled FP32 student
+    prepare(student, spec, reduce_range=reduce_range)
+    fake_quant = compare(student, session, batches)  # ORT INT8 against the fake-quantized PyTorch model
+    _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT")
+    shutil.rmtree(fp32_dir, ignore_errors=True)
+    log.info("int8-qat: mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%; ORT vs fake-quant max diff %.2e",
+             result.mean_cosine, result.min_cosine, 100 * result.nn_agreement, fake_quant.max_abs_diff)
+    return {**result.as_dict(), "size_bytes": _size(run_dir.path / STAGE / "int8-qat"), "method": "dynamic+qat",
+            "reduce_range": reduce_range, "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
+            "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
+            "op_counts": dict(sorted(op_counts(run_dir.path / STAGE / "int8-qat" / "model.onnx").items()))}
+
+
+def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, batches, features) -> dict[str, Any]:
+    reduce_range = needs_reduced_range(features)
+    if cfg.int8_method == "dynamic":
+        def quantize(src, dst):
+            quantize_dynamic_int8(src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
+    else:
+        calibration = encode(tokenizer, calib_texts)
+
+        def quantize(src, dst):
+            quantize_static_int8(src, dst, calibration, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
+    tmp = _quantized_copy(fp32_dir, int8_dir, cfg, quantize)
+    result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
+    _accept(tmp, int8_dir, result, cfg, cfg.int8_method)
     log.info("int8 (%s): mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%",
              cfg.int8_method, result.mean_cosine, result.min_cosine, 100 * result.nn_agreement)
     return {**result.as_dict(), "size_bytes": _size(int8_dir), "method": cfg.int8_method, "reduce_range": reduce_range,

@@ -1,39 +1,88 @@
-"""Shared fixtures: tiny teachers built once per session, each test given its own copy."""
+"""Shared fixtures: tiny random teachers built once per session, and a private copy of one for each test.
 
+``tiny_<family>_dir_shared`` (session) is built once and must not be modified; ``tiny_<family>_dir`` (function)
+is a fresh ``copytree`` of it under the test's ``tmp_path``, safe to corrupt or overwrite. Families: bert,
+roberta, xlmr (see tests/tiny_models.py for their tokenizers and special-token ids).
+"""
+
+import os
 import shutil
+from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from tests that start processes
 
-from tests.tiny_teachers import BUILDERS, write_corpus
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.tiny_models import BUILDERS, write_corpus  # noqa: E402
+
+FAMILIES = tuple(BUILDERS)  # ("bert", "roberta", "xlmr"): also the test ids of tiny_teacher_dir
+
+
+def _build(tmp_path_factory, family: str) -> Path:
+    return BUILDERS[family](tmp_path_factory.mktemp(f"tiny-{family}-shared"))
+
+
+def _copy(request, family: str, dest: Path) -> Path:
+    return Path(shutil.copytree(request.getfixturevalue(f"tiny_{family}_dir_shared"), dest))
 
 
 @pytest.fixture(scope="session")
-def _built_teachers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teachers")
-    return {name: build(root / name) for name, build in BUILDERS.items()}
+def tiny_bert_dir_shared(tmp_path_factory) -> Path:
+    """Session-wide tiny BERT folder (read-only)."""
+    return _build(tmp_path_factory, "bert")
 
 
-def _copy(built, name, tmp_path):
-    return shutil.copytree(built[name], tmp_path / f"teacher-{name}")
+@pytest.fixture(scope="session")
+def tiny_roberta_dir_shared(tmp_path_factory) -> Path:
+    """Session-wide tiny RoBERTa folder (read-only)."""
+    return _build(tmp_path_factory, "roberta")
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_dir_shared(tmp_path_factory) -> Path:
+    """Session-wide tiny XLM-R folder (read-only)."""
+    return _build(tmp_path_factory, "xlmr")
+
+
+@pytest.fixture(params=FAMILIES, ids=FAMILIES)
+def tiny_teacher_dir_shared(request) -> Path:
+    """Each family's session-wide folder in turn (read-only)."""
+    return request.getfixturevalue(f"tiny_{request.param}_dir_shared")
 
 
 @pytest.fixture
-def tiny_bert_dir(_built_teachers, tmp_path):
-    return _copy(_built_teachers, "bert", tmp_path)
-
-
-@pytest.fixture(params=sorted(BUILDERS), ids=sorted(BUILDERS))
-def tiny_teacher_dir(request, _built_teachers, tmp_path):
-    return _copy(_built_teachers, request.param, tmp_path)
+def tiny_bert_dir(request, tmp_path) -> Path:
+    """This test's own copy of the tiny BERT."""
+    return _copy(request, "bert", tmp_path / "tiny-bert")
 
 
 @pytest.fixture
-def corpus_file(tmp_path):
+def tiny_roberta_dir(request, tmp_path) -> Path:
+    """This test's own copy of the tiny RoBERTa."""
+    return _copy(request, "roberta", tmp_path / "tiny-roberta")
+
+
+@pytest.fixture
+def tiny_xlmr_dir(request, tmp_path) -> Path:
+    """This test's own copy of the tiny XLM-R."""
+    return _copy(request, "xlmr", tmp_path / "tiny-xlmr")
+
+
+@pytest.fixture(params=FAMILIES, ids=FAMILIES)
+def tiny_teacher_dir(request, tmp_path) -> Path:
+    """This test's own copy of each family's tiny teacher in turn (ids bert, roberta, xlmr)."""
+    return _copy(request, request.param, tmp_path / f"teacher-{request.param}")
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    """SAMPLE_TEXT as a UTF-8 text file, one line per sentence."""
     return write_corpus(tmp_path / "corpus.txt")
 
 
 def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` where CUDA is absent (they are deselected by default anyway)."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -7,4 +7,5 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RELATION_COMPRESS_CACHE", Path.home() / ".cache" / "relation-compress"))
+    """The cache root (not created here; builders create what they write)."""
+    return Path(os.environ.get("RELATION_COMPRESS_CACHE") or Path.home() / ".cache" / "relation-compress")

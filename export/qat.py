@@ -1,0 +1,154 @@
+"""Quantization-aware retraining for ONNX Runtime's dynamic INT8, with the distillation's relation loss.
+
+``prepare(model)`` makes every Linear in the encoder layers compute what ONNX Runtime's dynamic INT8 graph
+will compute: weights fake-quantized per output channel, symmetric INT8 ([-127, 127], or ORT's reduced
+[-64, 64] on CPUs without VNNI), and inputs fake-quantized per tensor to asymmetric UINT8 with the range of
+the actual batch (``DynamicQuantizeLinear``). Gradients pass straight through the rounding. ``convert``
+removes all of it again: the weights stay float, and the ordinary FP32 export followed by ORT's dynamic
+quantization then produces the model that was trained. The model's code is never edited (torchtune's
+prepare()/convert() habit).
+
+Why not torchao's PT2E QAT flow: on HF BERT graphs (torch 2.13, torchao 0.18) ``prepare_qat_pt2e`` with
+``X86InductorQuantizer(is_qat=True)`` fails in its Linear+GELU annotation (IndexError in
+``_get_output_nodes_of_partitions``); and our measurements (docs/benchmarks.md) show ORT's dynamic INT8 to
+be both faster and far more faithful than static QDQ on this CPU, so QAT targets the dynamic path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from compress.architectures import ArchSpec, layer_list
+
+
+def fake_quant_weight(weight: torch.Tensor, reduce_range: bool = False) -> torch.Tensor:
+    """``[out, in]`` → the same values rounded to per-row symmetric INT8 (ORT's per-channel QInt8)."""
+    qmax = 64 if reduce_range else 127
+    scale = (weight.detach().abs().amax(dim=1) / qmax).clamp_min(torch.finfo(torch.float32).tiny)
+    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+    return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero, 0, -qmax, qmax)
+
+
+def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """Any shape → rounded as ``DynamicQuantizeLinear`` would: per tensor, asymmetric UINT8, range incl. 0."""
+    lo = x.detach().min().clamp(max=0).float()
+    hi = x.detach().max().clamp(min=0).float()
+    scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
+    zero = torch.round(-lo / scale).clamp(0, 255).to(torch.int32)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+
+
+class _WeightFakeQuant(nn.Module):
+    def __init__(self, reduce_range: bool):
+        super().__init__()
+        self.reduce_range = reduce_range
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quant_weight(weight, self.reduce_range)
+
+
+def _input_fake_quant(_module, args):
+    return (fake_quant_activation(args[0]), *args[1:])
+
+
+@dataclass
+class QATState:
+    """What ``prepare`` attached, so that ``convert`` can take it off again."""
+
+    linears: list[nn.Linear] = field(default_factory=list)
+    hooks: list = field(default_factory=list)
+
+
+def prepare(model: nn.Module, spec: ArchSpec, *, reduce_range: bool = False) -> QATState:
+    """Fake-quantize every Linear of the encoder layers in place (what ORT quantizes: the MatMuls with weights)."""
+    state = QATState()
+    for layer in layer_list(model, spec):
+        for module in layer.modules():
+            if isinstance(module, nn.Linear):
+                parametrize.register_parametrization(module, "weight", _WeightFakeQuant(reduce_range))
+                state.hooks.append(module.register_forward_pre_hook(_input_fake_quant))
+                state.linears.append(module)
+    return state
+
+
+def convert(state: QATState) -> None:
+    """Remove the fake quantization; the trained float weights stay in place."""
+    for hook in state.hooks:
+        hook.remove()
+    for linear in state.linears:
+        parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T, H]``, ``[B, T]`` → ``[B, H]`` float32 mean over real tokens."""
+    m = mask[..., None].float()
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+def retrain(
+    student: nn.Module,
+    reference: nn.Module,
+    *,
+    spec: ArchSpec,
+    reference_spec: ArchSpec,
+    reference_layer: int,
+    tokenizer,
+    sampler,
+    relation_heads: int,
+    cfg,
+    out_dir,
+    reduce_range: bool,
+    output_weight: float,
+    embedding_weight: float,
+    max_length: int,
+    resume: bool = False,
+) -> dict[str, float]:
+    """Retrain ``student`` (in place) fake-quantized against a frozen FP32 ``reference``; returns the last metrics.
+
+    Loss: the distillation's relation loss between the reference's Q/K/V at ``reference_layer`` (0-based) and
+    the student's last-layer Q/K/V, plus ``output_weight`` × the same relation KL on the final hidden states
+    (the last layer's FFN is otherwise never trained), plus ``embedding_weight`` × (1 − cosine) between
+    mean-pooled sentence embeddings (the relation loss is blind to where the embeddings sit; this is what
+    a search index sees; needs equal hidden sizes). Dropout is off. On return the fake quantization is
+    removed again (see :func:`convert`).
+    """
+    from compress.distributed import init_from_env
+    from compress.qkv_capture import forward_with_qkv
+    from compress.relation_loss import relation_kd_loss, relation_kl
+    from compress.train_loop import StepOutput, train
+
+    ctx = init_from_env(cfg.device)
+    student.to(ctx.device)
+    reference.to(ctx.device).eval().requires_grad_(False)
+    state = prepare(student, spec, reduce_range=reduce_range)
+    last_layer = len(layer_list(student, spec)) - 1
+    micro_batch = cfg.batch_size // cfg.grad_accum
+
+    def compute_loss(step: int, micro: int) -> StepOutput:
+        texts = sampler.batch(micro_batch, step, micro, ctx.rank)
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
+        with torch.no_grad():
+            ref_out, ref_qkv = forward_with_qkv(reference, reference_spec, reference_layer, ids, mask)
+        out, qkv = forward_with_qkv(student, spec, last_layer, ids, mask)
+        loss, parts = relation_kd_loss(qkv, ref_qkv, mask, relation_heads)
+        parts = {k: v.item() for k, v in parts.items()}
+        if output_weight:
+            out_kl = relation_kl(out, ref_out, mask, relation_heads)
+            loss = loss + output_weight * out_kl
+            parts["out"] = out_kl.item()
+        if embedding_weight:
+            gap = 1 - F.cosine_similarity(mean_pool(out, mask), mean_pool(ref_out, mask), dim=-1).mean()
+            loss = loss + embedding_weight * gap
+            parts["emb"] = gap.item()
+        return StepOutput(loss=loss, parts=parts, tokens=int(mask.sum()))
+
+    try:
+        return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)
+    finally:
+        convert(state)
