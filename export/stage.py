@@ -36,15 +36,16 @@ def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
     return path, TASKS["classifier"]
 
 
-def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str]]:
-    """(calibration lines, parity lines): disjoint samples of the calibration corpus or the distill corpora."""
+def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str], list[str]]:
+    """(all lines, calibration lines, parity lines) of the calibration corpus or the distill corpora;
+    calibration and parity lines are disjoint samples."""
     sources = cfg.calib_corpus or [c["path"] for c in run_dir.stage("distill")["config"]["data"]["corpora"]]
     lines = [line for pattern in sources for path in expand_pattern(pattern) for line in read_corpus(path).lines]
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(lines))
     calib = [lines[i] for i in order[: cfg.calib_samples]]
     parity = [lines[i] for i in order[cfg.calib_samples : cfg.calib_samples + cfg.parity_samples]] or calib[: cfg.parity_samples]
-    return calib, parity
+    return lines, calib, parity
 
 
 def _session(path: Path):
@@ -68,7 +69,7 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load {model_dir} ({first}): the folder is damaged; re-run `compress distill`") from None
-    calib_texts, parity_texts = _texts(run_dir, cfg)
+    lines, calib_texts, parity_texts = _texts(run_dir, cfg)
     max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
     batches = encode(tokenizer, parity_texts) + random_batches(
         model.config.vocab_size, set(tokenizer.all_special_ids), cfg.seed, max_positions)
@@ -92,7 +93,7 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
         int8_dir = out / "int8"
         report["variants"]["int8"] = _int8(cfg, fp32_dir, int8_dir, model, tokenizer, calib_texts, batches, features)
     if cfg.qat:
-        report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, model_dir, model, tokenizer, calib_texts, parity_texts,
+        report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, model_dir, model, tokenizer, lines, parity_texts,
                                                    batches, features)
 
     atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
@@ -127,7 +128,7 @@ def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what:
     tmp.rename(dst)
 
 
-def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, calib_texts, parity_texts, batches, features):
+def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, parity_texts, batches, features):
     """Quantization-aware retraining with the relation loss, then the dynamic INT8 export of the result."""
     from transformers import AutoModel
 
@@ -144,11 +145,7 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, calib_tex
         teacher = load_teacher(distill["config"]["teacher"])
         reference, ref_spec, ref_layer = teacher.model, teacher.spec, distill["resolved"]["teacher_layer"] - 1
     held_out = set(parity_texts)
-    train_lines = [line for line in calib_texts if line not in held_out]
-    sources = cfg.calib_corpus or [c["path"] for c in distill["config"]["data"]["corpora"]]
-    for pattern in sources:
-        for path in expand_pattern(pattern):
-            train_lines.extend(line for line in read_corpus(path).lines if line not in held_out)
+    train_lines = [line for line in lines if line not in held_out]
     if not train_lines:  # a corpus smaller than the parity sample: train on those lines too, and say so
         log.warning("QAT: the corpus is too small to hold out the parity lines; they are trained on as well")
         train_lines = list(parity_texts)
