@@ -30,17 +30,13 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 
-def build_model(folder: Path, layers: int, hidden: int, vocab_file: Path | None) -> Path:
+def build_model(folder: Path, layers: int, hidden: int, vocab_file: Path) -> Path:
+    """A random BERT of the given shape with a real WordPiece vocabulary, saved as an HF folder."""
     torch.manual_seed(0)
     config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 32,
                         intermediate_size=4 * hidden)
     BertModel(config).save_pretrained(folder)
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file)) if vocab_file else None
-    if tokenizer is None:
-        from compress.assets.minilm_teacher import english_teacher_path
-
-        tokenizer = BertTokenizerFast.from_pretrained(english_teacher_path())
-    tokenizer.save_pretrained(folder)
+    BertTokenizerFast(vocab_file=str(vocab_file)).save_pretrained(folder)
     return folder
 
 

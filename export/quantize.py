@@ -8,6 +8,9 @@ from typing import Iterable
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static,
+)
 
 from compress.errors import UserError
 
@@ -25,13 +28,11 @@ def op_counts(model_path: Path) -> Counter:
 
 def quantize_dynamic_int8(src: Path, dst: Path, *, reduce_range: bool, quantize_embeddings: bool) -> None:
     """Per-channel signed INT8 weights; activations quantized at run time (MatMulInteger / DynamicQuantizeLinear)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     quantize_dynamic(src, dst, op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
                      per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8, extra_options=_EXTRA)
 
 
-class _TextCalibration:
+class _TextCalibration(CalibrationDataReader):
     """ONNX Runtime calibration reader over pre-tokenised batches of real text."""
 
     def __init__(self, batches: Iterable[dict[str, np.ndarray]]):
@@ -39,9 +40,6 @@ class _TextCalibration:
 
     def get_next(self):
         return next(self._batches, None)
-
-    def rewind(self):  # noqa: D401 - the CalibrationDataReader interface
-        pass
 
 
 def quantize_static_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]], *,
@@ -51,12 +49,9 @@ def quantize_static_int8(src: Path, dst: Path, calibration: list[dict[str, np.nd
     Min-max calibration is the default on purpose: percentile calibration has collapsed BERT models in
     public reports.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if not calibration:
         raise UserError("static INT8 needs calibration text and none was usable: pass --calib-corpus with real text")
-    reader = type("Reader", (_TextCalibration, CalibrationDataReader), {})(calibration)
-    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+    quantize_static(src, dst, _TextCalibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
                     calibrate_method=CalibrationMethod.MinMax,

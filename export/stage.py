@@ -32,7 +32,8 @@ def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
         return run_dir.path / "student", TASKS["student"]
     path = run_dir.path / "finetune" / cfg.model
     if not path.is_dir():
-        raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: run `compress finetune` first")
+        raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: "
+                        "export the student (--model student) or fine-tune one first")
     return path, TASKS["classifier"]
 
 
@@ -104,7 +105,7 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
     return report
 
 
-def _quantized_copy(fp32_dir: Path, dst: Path, cfg: ExportConfig, quantize) -> Path:
+def _quantized_copy(fp32_dir: Path, dst: Path, quantize) -> Path:
     """``dst`` = ``fp32_dir``'s config/tokenizer + ``quantize(src_onnx, dst_onnx)``, via a temp folder."""
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -165,7 +166,7 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     student.save_pretrained(qat_dir / "student")
     tokenizer.save_pretrained(qat_dir / "student")
     fp32_dir = export_fp32(qat_dir / "student", qat_dir / "fp32", task=TASKS["student"], opset=cfg.opset)
-    tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", cfg, lambda src, dst: quantize_dynamic_int8(
+    tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", lambda src, dst: quantize_dynamic_int8(
         src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings))
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
@@ -191,7 +192,7 @@ def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, ba
 
         def quantize(src, dst):
             quantize_static_int8(src, dst, calibration, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
-    tmp = _quantized_copy(fp32_dir, int8_dir, cfg, quantize)
+    tmp = _quantized_copy(fp32_dir, int8_dir, quantize)
     result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
     _accept(tmp, int8_dir, result, cfg, cfg.int8_method)
     log.info("int8 (%s): mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%",
