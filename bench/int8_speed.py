@@ -97,7 +97,6 @@ def main() -> None:
     from compress.assets.minilm_teacher import english_teacher_path
 
     vocab = Path(english_teacher_path()) / "vocab.txt"
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
     rng = np.random.default_rng(0)
     results = {"setup": vars(args) | {"onnxruntime": ort.__version__}, "shapes": {}}
     for shape in args.shapes.split(","):

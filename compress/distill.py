@@ -13,7 +13,7 @@ import torch
 from compress.architectures import layer_list
 from compress.config import DistillConfig, to_plain
 from compress.corpus import MixedSampler, expand_pattern, read_corpus
-from compress.distributed import DistContext, barrier, gather_objects, init_from_env, seed_everything
+from compress.distributed import barrier, gather_objects, init_from_env, seed_everything
 from compress.errors import UserError
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.relation_loss import relation_kd_loss

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.architectures import ArchSpec, arch_spec
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def load_teacher_config(name: str) -> tuple[PretrainedConfig, ArchSpec]:
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load teacher '{name}' ({first}): pass an existing model folder or a Hugging Face id") from None
+        raise UserError(f"cannot load teacher '{name}' ({first_line(err)}): pass an existing model folder or a Hugging Face id") from None
     return config, arch_spec(config.model_type)
 
 
@@ -53,8 +52,7 @@ def load_teacher(name: str, config: PretrainedConfig | None = None) -> Teacher:
         model = AutoModel.from_pretrained(name, config=config)
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # safetensors, torch and tokenizers each raise their own types for a bad file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load teacher weights or tokenizer from '{name}' ({first}): check the folder is complete") from None
+        raise UserError(f"cannot load teacher weights or tokenizer from '{name}' ({first_line(err)}): check the folder is complete") from None
     model.eval()
     model.requires_grad_(False)
     return Teacher(model=model, tokenizer=tokenizer, spec=spec)

@@ -12,7 +12,7 @@ import io
 import logging
 from pathlib import Path
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.run_dir import atomic_directory
 
 TASKS = {"student": "feature-extraction", "classifier": "text-classification"}
@@ -28,6 +28,5 @@ def export_fp32(model_dir: Path, out_dir: Path, *, task: str, opset: int) -> Pat
             with contextlib.redirect_stdout(io.StringIO()):
                 main_export(str(model_dir), output=tmp, task=task, opset=opset, do_validation=False, device="cpu")
         except Exception as err:  # the exporters raise many types; the user needs the first line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"ONNX export of {model_dir} at opset {opset} failed ({first}): try another --opset") from None
+            raise UserError(f"ONNX export of {model_dir} at opset {opset} failed ({first_line(err)}): try another --opset") from None
     return out_dir

@@ -12,7 +12,7 @@ import numpy as np
 
 from compress.config import ExportConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.run_dir import RunDir, atomic_write_text, library_versions, now, sha256_of
 from export.isa import cpu_features, needs_reduced_range
 from export.onnx_export import TASKS, export_fp32
@@ -68,8 +68,7 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
         model = AutoModel.from_pretrained(model_dir).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load {model_dir} ({first}): the folder is damaged; re-run `compress distill`") from None
+        raise UserError(f"cannot load {model_dir} ({first_line(err)}): the folder is damaged; re-run `compress distill`") from None
     lines, calib_texts, parity_texts = _texts(run_dir, cfg)
     max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
     batches = encode(tokenizer, parity_texts) + random_batches(
