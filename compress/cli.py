@@ -111,6 +111,36 @@ def export(
                    f"nearest-neighbour agreement {100 * v['nn_agreement']:.1f}%")
 
 
+@app.command()
+def finetune(
+    run_dir: Path = typer.Argument(..., help="run folder (the student comes from its student/)"),
+    task: str = typer.Option(..., help="classification task: a name in configs/tasks/ or a task YAML file"),
+    model: Optional[str] = typer.Option(None, help="student (default), teacher (for a reference score) or a model folder"),
+    name: Optional[str] = typer.Option(None, help="output folder under finetune/ (default: the task name, or TASK-teacher)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs (default: the task's)"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the task's)"),
+    batch_size: Optional[int] = typer.Option(None, help="examples per step (default: the task's)"),
+    max_length: Optional[int] = typer.Option(None, help="tokens per example (default: the task's)"),
+    max_train_examples: Optional[int] = typer.Option(None, help="train on a fixed random subset of this size"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+    seed: Optional[int] = typer.Option(None, help="random seed"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last epoch checkpoint"),
+) -> None:
+    """Train a classification head on the run's student (or teacher); keeps the best dev epoch."""
+    from compress import finetune as stage
+    from compress.config import FinetuneConfig
+
+    flags = {"task": task, "model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+             "max_length": max_length, "max_train_examples": max_train_examples, "device": device, "seed": seed}
+    cfg = build_config(FinetuneConfig, flags=flags)
+    result = stage.run(cfg, RunDir(run_dir), resume=resume)
+    overall = {s["metric"]: s["value"] for s in result["test"] if s["language"] is None}
+    dev = {k: v for k, v in result["dev"].items() if k not in ("epoch", "history")}
+    typer.echo(f"{result['model']}: {Path(run_dir) / 'finetune' / result['model']}  "
+               + "  ".join(f"dev {k} {v:.4f}" for k, v in dev.items()) + f" (epoch {result['dev']['epoch']})  "
+               + "  ".join(f"test {k} {v:.4f}" for k, v in overall.items()))
+
+
 assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers and text built from PyPI packages (shared/ASSETS.md).")
 app.add_typer(assets_app, name="assets")
 

@@ -116,6 +116,23 @@ class ExportConfig(_Strict):
         steps=200, batch_size=32, lr=2e-5, weight_decay=0.0, checkpoint_every=100, log_every=10))
 
 
+class FinetuneConfig(_Strict):
+    """Everything ``compress finetune`` needs; unset recipe fields come from the task's YAML."""
+
+    task: str = Field(..., description="task name (configs/tasks/NAME.yaml) or a task YAML path")
+    model: str = Field("student", description="student, teacher, or a Hugging Face model folder")
+    name: str | None = Field(None, description="output folder under finetune/ (default: task, task-teacher, ...)")
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=8)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``"train.lr=3e-4"`` → ``("train.lr", 0.0003)``; the value is read as YAML."""
     key, sep, raw = item.partition("=")

