@@ -141,6 +141,37 @@ def finetune(
                + "  ".join(f"test {k} {v:.4f}" for k, v in overall.items()))
 
 
+@app.command("sweep-layers")
+def sweep_layers(
+    overrides: List[str] = typer.Argument(None, help="config overrides, e.g. train.lr=3e-4"),
+    teacher: Optional[str] = typer.Option(None, help="teacher: Hugging Face model id or local folder"),
+    corpus: Optional[List[str]] = typer.Option(None, help="unlabelled text; repeat to mix; PATH:WEIGHT"),
+    run_dir: Path = typer.Option(..., help="sweep folder: one run per candidate (layer-N/), sweep.{json,md,png}"),
+    teacher_layers: str = typer.Option("auto", help="candidates: comma list of 1-based layers, or auto (upper half, every other)"),
+    task: Optional[List[str]] = typer.Option(None, help="task to score each student on (repeat); see configs/tasks/"),
+    config: Optional[Path] = typer.Option(None, help="YAML preset for the distillations (see configs/)"),
+    layers: Optional[int] = typer.Option(None, help="student layers"),
+    hidden: Optional[int] = typer.Option(None, help="student hidden size"),
+    heads: Optional[int] = typer.Option(None, help="student attention heads"),
+    steps: Optional[int] = typer.Option(None, help="optimiser steps per candidate (the shared budget)"),
+    batch_size: Optional[int] = typer.Option(None, help="sequences per step"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+) -> None:
+    """Distil from several teacher layers under one budget and score each student: which layer to use."""
+    from compress import sweep
+    from compress.distributed import resolve_device
+
+    base, source = (load_yaml(config), str(config)) if config else ({}, "defaults")
+    flags = {"teacher": teacher, "data.corpora": [_corpus_entry(c) for c in corpus] if corpus else None,
+             "student.layers": layers, "student.hidden": hidden, "student.heads": heads, "train.steps": steps,
+             "train.batch_size": batch_size, "train.device": device}
+    cfg = build_config(DistillConfig, base=base, source=source, overrides=overrides or [], flags=flags)
+    result = sweep.run(cfg, run_dir, teacher_layers=teacher_layers, tasks=task or [],
+                       device=str(resolve_device(cfg.train.device)))
+    typer.echo((run_dir / "sweep.md").read_text(encoding="utf-8"))
+    typer.echo(f"plot: {run_dir / 'sweep.png'}  ({len(result['rows']) - 1} candidates)")
+
+
 assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers and text built from PyPI packages (shared/ASSETS.md).")
 app.add_typer(assets_app, name="assets")
 

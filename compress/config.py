@@ -31,8 +31,10 @@ class StudentConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """MiniLMv2 relation loss settings."""
+    """MiniLMv2 relation loss settings (``objective: hidden_mse`` is a baseline for comparisons: MSE
+    between the student's last hidden states and the teacher layer's output; equal widths only)."""
 
+    objective: Literal["relations", "hidden_mse"] = "relations"
     relation_heads: Union[int, Literal["auto"]] = "auto"
     teacher_layer: Union[int, Literal["auto", "last"]] = "auto"
     weights: dict[Literal["qq", "kk", "vv"], float] = Field(default_factory=lambda: {"qq": 1.0, "kk": 1.0, "vv": 1.0})
@@ -57,7 +59,7 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimiser and loop; defaults are the paper's recipe (AdamW 6e-4, eps 1e-6, wd 0.01)."""
 
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=0, description="0 saves the initial student (a no-distillation baseline)")
     batch_size: int = Field(32, ge=1, description="sequences per optimiser step per process")
     grad_accum: int = Field(1, ge=1, description="micro-batches per step (batch_size must divide by it)")
     lr: float = Field(6e-4, gt=0)

@@ -50,6 +50,16 @@ def _params_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def hidden_mse(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Baseline objective: mean squared error between the student's last hidden states and the
+    (truncated) teacher's output, over real tokens. ids, mask [B, T]; hidden states [B, T, H]."""
+    with torch.no_grad():
+        target = teacher(input_ids=ids, attention_mask=mask).last_hidden_state
+    hidden = student(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    return (((hidden.float() - target.float()) ** 2) * keep).sum() / (keep.sum() * hidden.shape[-1])
+
+
 def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
     """Refuse to overwrite an existing distillation, or to resume one that does not exist."""
     has_checkpoint = (run_dir.path / STAGE / CHECKPOINT).exists()
@@ -84,6 +94,9 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
     t_config, spec = load_teacher_config(cfg.teacher)
     t_cfg = t_config.to_dict()
     t_layers, t_hidden = t_cfg[spec.num_layers_key], t_cfg[spec.hidden_key]
+    if cfg.loss.objective == "hidden_mse" and t_hidden != cfg.student.hidden:
+        raise UserError(f"loss.objective=hidden_mse compares hidden states directly: student hidden "
+                        f"{cfg.student.hidden} must equal the teacher's {t_hidden}")
     teacher_layer = resolve_teacher_layer(cfg.loss.teacher_layer, t_layers, spec)
     relation_heads = resolve_relation_heads(cfg.loss.relation_heads, t_hidden, cfg.student.hidden)
     s_config = student_config(t_config, spec, layers=cfg.student.layers, hidden=cfg.student.hidden,
@@ -119,6 +132,9 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
         texts = sampler.batch(micro_batch, step, micro, ctx.rank)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
         ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
+        if cfg.loss.objective == "hidden_mse":
+            loss = hidden_mse(student, teacher.model, ids, mask)
+            return StepOutput(loss=loss, parts={}, tokens=int(mask.sum()))
         with torch.no_grad():
             t_qkv = forward_to_qkv(teacher.model, spec, teacher_layer - 1, ids, mask)
         s_qkv = forward_to_qkv(student, spec, s_last, ids, mask)
