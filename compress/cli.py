@@ -95,6 +95,7 @@ def export(
     qat: bool = typer.Option(False, "--qat", help="quantization-aware retraining with the relation loss → variant int8-qat"),
     qat_steps: Optional[int] = typer.Option(None, help="QAT optimiser steps (default 200)"),
     teacher: Optional[str] = typer.Option(None, help="QAT reference: student (the FP32 student, default) or original"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted QAT from its checkpoint"),
 ) -> None:
     """ONNX export (FP32, optionally INT8) with parity checks against PyTorch."""
     from compress.config import ExportConfig
@@ -104,11 +105,13 @@ def export(
              "opset": opset, "force": force or None, "qat": qat or None, "qat_train.steps": qat_steps,
              "qat_reference": teacher}
     cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
-    report = stage.run(cfg, RunDir(run_dir))
+    report = stage.run(cfg, RunDir(run_dir), resume=resume)
+    root = stage.export_root(RunDir(run_dir), cfg.model)
     for name, v in report["variants"].items():
-        typer.echo(f"{name:>5}: {Path(run_dir) / 'export' / name / 'model.onnx'}  {v['size_bytes'] / 2**20:7.1f} MiB  "
-                   f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  "
-                   f"nearest-neighbour agreement {100 * v['nn_agreement']:.1f}%")
+        agreement = (f"same prediction {100 * v['prediction_agreement']:.1f}%" if "prediction_agreement" in v
+                     else f"nearest-neighbour agreement {100 * v['nn_agreement']:.1f}%")
+        typer.echo(f"{name:>5}: {root / name / 'model.onnx'}  {v['size_bytes'] / 2**20:7.1f} MiB  "
+                   f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement}")
 
 
 @app.command()

@@ -23,9 +23,10 @@ class ParityReport:
     min_cosine: float
     nn_agreement: float
     samples: int
+    prediction_agreement: float | None = None  # classifiers: share of rows with the same predicted class
 
     def as_dict(self) -> dict:
-        return {k: round(v, 7) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: round(v, 7) if isinstance(v, float) else v for k, v in asdict(self).items() if v is not None}
 
 
 def encode(tokenizer, texts: list[str], max_length: int = 128) -> list[dict[str, np.ndarray]]:
@@ -58,11 +59,13 @@ def _feed(session, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def hidden_states(model, session, batch) -> tuple[np.ndarray, np.ndarray]:
-    """(PyTorch, ONNX Runtime) last hidden states ``[B, T, H]`` of one batch."""
+    """(PyTorch, ONNX Runtime) outputs of one batch: last hidden states ``[B, T, H]`` of an encoder,
+    or logits ``[B, C]`` of a model with a classification head."""
     with torch.no_grad():
-        pt = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state.numpy()
-    ort = session.run(None, _feed(session, batch))[0]
-    return pt, ort
+        out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+    name = "logits" if hasattr(out, "logits") else "last_hidden_state"
+    (ort,) = session.run([name], _feed(session, batch))
+    return getattr(out, name).numpy(), ort
 
 
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -76,10 +79,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityReport:
-    """Parity of ``session`` against ``model`` (a PyTorch encoder in eval mode) over ``batches``."""
-    max_diff, pt_emb, ort_emb = 0.0, [], []
+    """Parity of ``session`` against ``model`` (in eval mode) over ``batches``. For a classifier the
+    "embeddings" compared are its logit vectors."""
+    max_diff, pt_emb, ort_emb, same_class = 0.0, [], [], []
     for batch in batches:
         pt, ort = hidden_states(model, session, batch)
+        if pt.ndim == 2:  # logits
+            same_class.append(pt.argmax(1) == ort.argmax(1))
+            max_diff = max(max_diff, float(np.abs(pt - ort).max()))
+            pt_emb.append(pt.astype(np.float64))
+            ort_emb.append(ort.astype(np.float64))
+            continue
         valid = batch["attention_mask"].astype(bool)
         max_diff = max(max_diff, float(np.abs(pt - ort)[valid].max()))
         pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
@@ -87,7 +97,8 @@ def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityRepor
     a, b = _unit(np.concatenate(pt_emb)), _unit(np.concatenate(ort_emb))
     cos = np.clip((a * b).sum(1), -1.0, 1.0)
     return ParityReport(max_abs_diff=max_diff, mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
-                        nn_agreement=nearest_neighbour_agreement(a, b), samples=len(a))
+                        nn_agreement=nearest_neighbour_agreement(a, b), samples=len(a),
+                        prediction_agreement=float(np.concatenate(same_class).mean()) if same_class else None)
 
 
 def nearest_neighbour_agreement(a: np.ndarray, b: np.ndarray) -> float:

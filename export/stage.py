@@ -21,6 +21,7 @@ from export.quantize import op_counts, quantize_dynamic_int8, quantize_static_in
 
 log = logging.getLogger(__name__)
 STAGE = "export"
+VARIANTS = {"fp32", "int8", "int8-qat"}
 
 
 def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
@@ -35,6 +36,12 @@ def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
         raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: "
                         "export the student (--model student) or fine-tune one first")
     return path, TASKS["classifier"]
+
+
+def export_root(run_dir: RunDir, model: str) -> Path:
+    """Where a model's variants go: ``export/<variant>/`` for the student, ``export/<name>/<variant>/``
+    for a fine-tuned model."""
+    return run_dir.path / STAGE if model == "student" else run_dir.path / STAGE / model
 
 
 def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str], list[str]]:
@@ -59,13 +66,17 @@ def _size(folder: Path) -> int:
     return (folder / "model.onnx").stat().st_size
 
 
-def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
-    """Export FP32 (and INT8 if asked); writes ``export/<variant>/``, ``export/parity.json`` and the manifest."""
-    from transformers import AutoModel, AutoTokenizer
+def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Export FP32 (and INT8 if asked); writes ``export/<variant>/``, ``export/parity.json`` and the manifest.
+    ``resume`` continues an interrupted quantization-aware retraining from its checkpoint."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir, task = _model_dir(run_dir, cfg)
+    if cfg.qat and task != TASKS["student"]:
+        raise UserError("--qat retrains the task-agnostic student: export it with --qat, and a fine-tuned model with --int8")
     try:
-        model = AutoModel.from_pretrained(model_dir).eval()
+        loader = AutoModel if task == TASKS["student"] else AutoModelForSequenceClassification
+        model = loader.from_pretrained(model_dir).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except Exception as err:
         raise UserError(f"cannot load {model_dir} ({first_line(err)}): the folder is damaged; re-run `compress distill`") from None
@@ -74,10 +85,11 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
     batches = encode(tokenizer, parity_texts) + random_batches(
         model.config.vocab_size, set(tokenizer.all_special_ids), cfg.seed, max_positions)
 
-    out = run_dir.path / STAGE
+    out = export_root(run_dir, cfg.model)
+    stage = STAGE if cfg.model == "student" else f"{STAGE}/{cfg.model}"
     features = cpu_features()
-    report: dict[str, Any] = {"cpu": features, "variants": {}}
-    run_dir.update_stage(STAGE, status="running", started=now(), config=to_plain(cfg), versions=library_versions(),
+    report: dict[str, Any] = {"cpu": features, "model": cfg.model, "variants": {}}
+    run_dir.update_stage(stage, status="running", started=now(), config=to_plain(cfg), versions=library_versions(),
                          inputs={"model": str(model_dir), "sha256": sha256_of(model_dir / "model.safetensors")})
 
     fp32_dir = export_fp32(model_dir, out / "fp32", task=task, opset=cfg.opset)
@@ -94,11 +106,17 @@ def run(cfg: ExportConfig, run_dir: RunDir) -> dict[str, Any]:
         report["variants"]["int8"] = _int8(cfg, fp32_dir, int8_dir, model, tokenizer, calib_texts, batches, features)
     if cfg.qat:
         report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, model_dir, model, tokenizer, lines, parity_texts,
-                                                   batches, features)
+                                                   batches, features, resume=resume)
 
+    for stale in sorted(VARIANTS - set(report["variants"])):  # from an earlier export of an older model
+        if (out / stale).is_dir():
+            log.info("removing %s: this export did not produce it, so it would not match fp32", out / stale)
+            shutil.rmtree(out / stale)
+    if "int8-qat" not in report["variants"]:
+        shutil.rmtree(out / "qat", ignore_errors=True)
     atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
     outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / "parity.json")}
-    run_dir.update_stage(STAGE, status="complete", finished=now(), outputs=outputs,
+    run_dir.update_stage(stage, status="complete", finished=now(), outputs=outputs,
                          metrics={name: {k: v[k] for k in ("max_abs_diff", "mean_cosine", "min_cosine", "nn_agreement", "size_bytes")}
                                   for name, v in report["variants"].items()})
     return report
@@ -128,7 +146,8 @@ def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what:
     tmp.rename(dst)
 
 
-def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, parity_texts, batches, features):
+def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, parity_texts, batches, features, *,
+              resume: bool = False):
     """Quantization-aware retraining with the relation loss, then the dynamic INT8 export of the result."""
     from transformers import AutoModel
 
@@ -156,11 +175,15 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     embedding_weight = cfg.qat_embedding_weight if same_width else 0.0
     reduce_range = needs_reduced_range(features)
     qat_dir = run_dir.path / STAGE / "qat"
+    if not resume:
+        shutil.rmtree(qat_dir, ignore_errors=True)
+    elif not (qat_dir / "checkpoint.pt").exists():
+        raise UserError(f"nothing to resume in {qat_dir} (no QAT checkpoint): run the export without --resume")
     metrics = retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
                       tokenizer=tokenizer, sampler=sampler, relation_heads=distill["resolved"]["relation_heads"],
                       cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
                       output_weight=cfg.qat_output_weight, embedding_weight=embedding_weight,
-                      max_length=distill["config"]["data"]["max_length"])
+                      max_length=distill["config"]["data"]["max_length"], resume=resume)
     student.cpu().eval()
     student.save_pretrained(qat_dir / "student")
     tokenizer.save_pretrained(qat_dir / "student")

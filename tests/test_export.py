@@ -100,3 +100,45 @@ def test_bad_input(setup, args, message, tiny_bert_dir, corpus_file, tmp_path, c
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (run_dir / "export" / "parity.json").exists()
+
+
+def test_fine_tuned_classifier_export_and_stale_variants(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    from tests.test_finetune import write_toy_task
+
+    run_dir = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+    spec = write_toy_task(tmp_path, epochs=1, sizes=(32, 16, 16))
+    assert run_cli(["finetune", run_dir, "--task", spec, "--name", "toy"], capsys).code == 0
+
+    result = run_cli(["export", run_dir, "--model", "toy", "--int8"], capsys)
+    assert result.code == 0, result.stderr
+    assert "same prediction" in result.stdout and "export/toy/int8/model.onnx" in result.stdout
+    variants = json.loads((run_dir / "export" / "toy" / "parity.json").read_text())["variants"]
+    assert variants["fp32"]["prediction_agreement"] == 1.0 and variants["int8"]["prediction_agreement"] >= 0.8
+    session = ort.InferenceSession(str(run_dir / "export" / "toy" / "int8" / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert stages["export/toy"]["status"] == "complete" and "export" not in stages  # the student's export untouched
+
+    qat = run_cli(["export", run_dir, "--model", "toy", "--qat"], capsys)
+    assert qat.code == 2 and "--qat retrains the task-agnostic student" in qat.stderr
+
+    # Re-exporting the student without --int8 removes an INT8 variant made from an older export.
+    assert run_cli(["export", run_dir, "--int8"], capsys).code == 0
+    assert run_cli(["export", run_dir], capsys).code == 0
+    assert not (run_dir / "export" / "int8").exists() and set(_parity(run_dir)) == {"fp32"}
+    assert (run_dir / "export" / "toy" / "int8").exists()  # another model's variants are left alone
+
+
+def test_qat_resume(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+    nothing = run_cli(["export", run_dir, "--qat", "--resume"], capsys)
+    assert nothing.code == 2 and "nothing to resume" in nothing.stderr
+    qat = ["qat_train.batch_size=4", "qat_train.log_every=1", "qat_train.checkpoint_every=2"]
+    assert run_cli(["export", run_dir, "--qat", "--qat-steps", "2", *qat], capsys).code == 0
+    metrics = run_dir / "export" / "qat" / "metrics.jsonl"
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
+    # Continue the same retraining to 4 steps: steps 1-2 are not redone.
+    assert run_cli(["export", run_dir, "--qat", "--qat-steps", "4", "--resume", *qat], capsys).code == 0
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
