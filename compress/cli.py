@@ -144,6 +144,27 @@ def finetune(
                + "  ".join(f"test {k} {v:.4f}" for k, v in overall.items()))
 
 
+@app.command()
+def evaluate(
+    target: Path = typer.Argument(..., help="a run folder (its student), a model folder, or an exported ONNX folder"),
+    task: Optional[List[str]] = typer.Option(None, help="task (repeat); see configs/tasks/"),
+    reference: Optional[str] = typer.Option(None, help="reference model for fidelity tasks (default: the run's teacher)"),
+    device: Optional[str] = typer.Option("auto", help="auto, cpu or cuda (PyTorch models)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write all scores (per language too) to this file"),
+) -> None:
+    """Score a model on evaluation tasks (linear probe, bitext retrieval, fidelity, or its own head)."""
+    import json
+
+    from compress.distributed import resolve_device
+    from compress.evaluation import evaluate_model, scores_table
+    from compress.run_dir import atomic_write_text
+
+    scores = evaluate_model(target, task or [], reference=reference, device=str(resolve_device(device)))
+    typer.echo(scores_table(scores))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(scores, indent=2) + "\n")
+
+
 @app.command("sweep-layers")
 def sweep_layers(
     overrides: List[str] = typer.Argument(None, help="config overrides, e.g. train.lr=3e-4"),

@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bench.evaluate import evaluate
 from bench.tasks import TaskSpec, load_task
 from compress import distill
 from compress.config import DistillConfig
 from compress.errors import UserError
+from compress.evaluation import evaluate_model
 from compress.run_dir import RunDir, atomic_write_text
 from compress.teacher import load_teacher_config
 from compress.train_loop import CHECKPOINT
@@ -51,26 +51,8 @@ def _distil(cfg: DistillConfig, folder: Path, layer: int) -> None:
     distill.run(cfg, run_dir, resume=(folder / "distill" / CHECKPOINT).exists())
 
 
-def _scores(folder: Path, tasks: list[TaskSpec], reference, device: str) -> list[dict]:
-    """Scores of the model in ``folder`` (cached in ``eval.json`` beside it)."""
-    from bench.torch_encoder import TorchEncoder
-
-    cache = folder / "eval.json"
-    names = [t.name for t in tasks]
-    if cache.exists():
-        saved = json.loads(cache.read_text(encoding="utf-8"))
-        if saved["tasks"] == names:
-            return saved["scores"]
-    encoder = TorchEncoder(folder / "student" if (folder / "student").is_dir() else folder, device=device)
-    scores = [s for task in tasks for s in evaluate(task, encoder, reference=reference)]
-    atomic_write_text(cache, json.dumps({"tasks": names, "scores": scores}, indent=2) + "\n")
-    return scores
-
-
 def run(cfg: DistillConfig, out: Path, *, teacher_layers: str, tasks: list[str], device: str = "cpu") -> dict[str, Any]:
     """Distil and score every candidate; writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` in ``out``."""
-    from bench.torch_encoder import TorchEncoder
-
     if not cfg.teacher:
         raise UserError("no teacher given: pass --teacher (a model folder or Hugging Face id)")
     if not tasks:
@@ -80,15 +62,15 @@ def run(cfg: DistillConfig, out: Path, *, teacher_layers: str, tasks: list[str],
     layers = candidate_layers(teacher_layers, t_config.to_dict()[spec.num_layers_key])
     log.info("sweep over teacher layers %s, %d steps each", layers, cfg.train.steps)
     out.mkdir(parents=True, exist_ok=True)
-    reference = TorchEncoder(cfg.teacher, device=device, name="teacher")
     rows = []
     for layer in layers:
         folder = out / f"layer-{layer}"
         _distil(cfg, folder, layer)
         rows.append({"teacher_layer": layer, "loss": RunDir(folder).stage("distill")["metrics"].get("loss"),
-                     "scores": _scores(folder, specs, reference, device)})
+                     "scores": evaluate_model(folder, tasks, device=device)})
+    teacher_tasks = [t for t, s in zip(tasks, specs) if s.kind != "fidelity"]
     teacher_row = {"teacher_layer": "teacher", "loss": None,
-                   "scores": [s for t in specs if t.kind != "fidelity" for s in evaluate(t, reference)]}
+                   "scores": evaluate_model(Path(cfg.teacher), teacher_tasks, device=device) if teacher_tasks else []}
     result = {"teacher": cfg.teacher, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
               "student": cfg.student.model_dump(), "tasks": [t.name for t in specs], "rows": rows + [teacher_row]}
     atomic_write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")

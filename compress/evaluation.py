@@ -1,0 +1,72 @@
+"""``compress evaluate``: score a run's student (or any model folder, or an exported ONNX folder) on tasks.
+
+Fidelity tasks compare against a reference: by default the run's teacher. Scores of a run are kept in
+``<run>/eval.json`` (recomputed when the task list changes), which ``compress sweep-layers`` and the
+reproduction study read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.encoders import OrtEncoder
+from bench.evaluate import evaluate
+from bench.tasks import load_task
+from compress.errors import UserError
+from compress.run_dir import RunDir, atomic_write_text
+
+EVAL_FILE = "eval.json"
+
+
+def open_encoder(path: Path, device: str = "cpu", name: str | None = None):
+    """An ONNX folder (``model.onnx``) → OrtEncoder; a Hugging Face folder or id → TorchEncoder."""
+    if (path / "model.onnx").is_file():
+        return OrtEncoder(path, name=name)
+    from bench.torch_encoder import TorchEncoder
+
+    return TorchEncoder(path, device=device, name=name)
+
+
+def resolve_model(target: Path) -> tuple[Path, str | None]:
+    """(model folder, the run's teacher or None) for a run folder or a plain model folder."""
+    run = RunDir(target)
+    distill = run.stage("distill")
+    if distill:
+        if not (target / "student").is_dir():
+            raise UserError(f"{target} has no student/: its distillation has not finished (`compress distill --resume`)")
+        return target / "student", distill["config"]["teacher"]
+    return target, None  # a model folder or a Hugging Face id
+
+
+def evaluate_model(target: Path, tasks: list[str], *, reference: str | None = None, device: str = "cpu",
+                   cache: bool = True) -> list[dict[str, Any]]:
+    """All scores of the model at ``target`` on ``tasks``; for a run folder cached in ``eval.json``."""
+    if not tasks:
+        raise UserError("no task given: pass --task (see configs/tasks/)")
+    specs = [load_task(t) for t in tasks]
+    model_dir, teacher = resolve_model(target)
+    cache_file = target / EVAL_FILE if teacher and cache else None
+    names = [t.name for t in specs]
+    if cache_file and cache_file.exists():
+        saved = json.loads(cache_file.read_text(encoding="utf-8"))
+        if saved.get("tasks") == names and saved.get("reference") == (reference or teacher):
+            return saved["scores"]
+    reference = reference or teacher
+    needs_reference = any(t.kind == "fidelity" for t in specs)
+    if needs_reference and not reference:
+        raise UserError("a fidelity task needs a reference model: pass --reference (e.g. the teacher's folder)")
+    encoder = open_encoder(model_dir, device)
+    ref_encoder = open_encoder(Path(reference), device, name="reference") if needs_reference else None
+    scores = [s for t in specs for s in evaluate(t, encoder, reference=ref_encoder)]
+    if cache_file:
+        atomic_write_text(cache_file, json.dumps({"tasks": names, "reference": reference, "scores": scores}, indent=2) + "\n")
+    return scores
+
+
+def scores_table(scores: list[dict[str, Any]]) -> str:
+    """Overall scores as aligned text lines: task, metric, value (per-language rows are in the JSON)."""
+    rows = [s for s in scores if s["language"] is None]
+    width = max(len(f"{s['task']} {s['metric']}") for s in rows)
+    return "\n".join(f"{s['task'] + ' ' + s['metric']:<{width}}  {s['value']:.4f}" for s in rows)

@@ -1,0 +1,36 @@
+"""compress evaluate: a run's student, a model folder and an exported ONNX folder score alike."""
+
+import json
+
+import pytest
+
+from tests.cli_runner import run_cli
+from tests.test_finetune import write_toy_task
+
+
+def test_evaluate_run_model_and_onnx(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    spec = write_toy_task(tmp_path, sizes=(80, 20, 40))
+    (tmp_path / "fid.yaml").write_text("kind: fidelity\ndata: {test: test.jsonl}\n")
+    run = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run, "--layers", "2",
+                    "--hidden", "32", "--heads", "4", "--steps", "3"], capsys).code == 0
+    result = run_cli(["evaluate", run, "--task", spec, "--task", tmp_path / "fid.yaml", "--json", tmp_path / "s.json"], capsys)
+    assert result.code == 0, result.stderr
+    assert "toy accuracy" in result.stdout and "fid similarity_correlation" in result.stdout
+    scores = json.loads((tmp_path / "s.json").read_text())
+    cached = json.loads((run / "eval.json").read_text())
+    assert cached["scores"] == scores and cached["reference"] == str(tiny_bert_dir)
+
+    assert run_cli(["export", run], capsys).code == 0
+    onnx = run_cli(["evaluate", run / "export" / "fp32", "--task", spec, "--task", tmp_path / "fid.yaml",
+                    "--reference", run / "student", "--json", tmp_path / "o.json"], capsys)
+    assert onnx.code == 0, onnx.stderr
+    onnx_scores = {s["metric"]: s["value"] for s in json.loads((tmp_path / "o.json").read_text())}
+    assert onnx_scores["similarity_correlation"] == pytest.approx(1.0, abs=1e-5)  # the export of the same model
+    torch_scores = {s["metric"]: s["value"] for s in scores}
+    assert onnx_scores["accuracy"] == pytest.approx(torch_scores["accuracy"], abs=0.05)
+
+    missing = run_cli(["evaluate", tiny_bert_dir, "--task", tmp_path / "fid.yaml"], capsys)
+    assert missing.code == 2 and "needs a reference model" in missing.stderr
+    none = run_cli(["evaluate", run], capsys)
+    assert none.code == 2 and "no task given" in none.stderr
