@@ -26,7 +26,7 @@ class TorchEncoder:
         try:
             if model is None:
                 cls = AutoModelForSequenceClassification if self.labels else AutoModel
-                model = cls.from_pretrained(folder, torch_dtype=dtype)
+                model = cls.from_pretrained(folder).to(dtype)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as err:
             raise UserError(f"cannot load {folder} ({first_line(err)}): pass a Hugging Face model folder") from None

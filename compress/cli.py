@@ -196,6 +196,49 @@ def sweep_layers(
     typer.echo(f"plot: {run_dir / 'sweep.png'}  ({len(result['rows']) - 1} candidates)")
 
 
+@app.command()
+def bench(
+    args: List[str] = typer.Argument(..., help="run folders to compare, then optional key=value overrides"),
+    provider: Optional[List[str]] = typer.Option(None, help="cpu (default), cuda, tensorrt; repeat for several"),
+    batch_sizes: Optional[str] = typer.Option(None, help="comma list, default 1,8,32"),
+    seq_lengths: Optional[str] = typer.Option(None, help="comma list, default 32,128"),
+    threads: Optional[int] = typer.Option(None, help="intra-op threads (default: one per core)"),
+    task: Optional[List[str]] = typer.Option(None, help="task to score every variant on (repeat); see configs/tasks/"),
+    warmup: Optional[int] = typer.Option(None, help="untimed calls first (default 5)"),
+    min_time: Optional[float] = typer.Option(None, help="seconds each measurement lasts at least (default 1)"),
+    torch: bool = typer.Option(False, "--torch", help="also time and score the teacher and student in PyTorch"),
+    text: Optional[List[str]] = typer.Option(None, help="text to cut the inputs from (default: the distill corpora)"),
+    out: Optional[Path] = typer.Option(None, help="report folder (default: RUN/bench; required for several runs)"),
+) -> None:
+    """Latency, throughput, size and accuracy of every exported variant; a report to pick a model."""
+    from bench import stage
+    from compress.config import BenchConfig
+
+    runs = [Path(a) for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if not runs:
+        raise UserError("no run folder given: `compress bench runs/NAME [runs/OTHER ...]`")
+    if len(runs) > 1 and out is None:
+        raise UserError("several runs are compared into one report: pass --out FOLDER")
+
+    def ints(value: Optional[str], flag: str):
+        if value is None:
+            return None
+        try:
+            return [int(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"{flag} takes a comma list of integers, e.g. 1,8,32 (got '{value}')") from None
+
+    flags = {"providers": provider or None, "batch_sizes": ints(batch_sizes, "--batch-sizes"),
+             "seq_lengths": ints(seq_lengths, "--seq-lengths"), "threads": threads, "tasks": task or None,
+             "warmup": warmup, "min_time_s": min_time, "torch": torch or None, "text": text or None}
+    cfg = build_config(BenchConfig, overrides=overrides, flags=flags)
+    report = out or runs[0] / "bench"
+    results = stage.run(cfg, runs, report)
+    typer.echo(stage.summary(results))
+    typer.echo(f"report: {report / 'results.md'}")
+
+
 assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers, text and evaluation sets built from registry packages (shared/ASSETS.md).")
 app.add_typer(assets_app, name="assets")
 
@@ -250,6 +293,9 @@ def main() -> None:
     except TrainingDiverged as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing half-written was kept", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ class DistillConfig(_Strict):
 class ExportConfig(_Strict):
     """Everything ``compress export`` needs; recorded in the manifest's export stage."""
 
-    model: str = Field("student", description="'student' or the name of a fine-tuned task under finetune/")
+    model: str = Field("student", description="'student', 'teacher', or the name of a fine-tuned model under finetune/")
     opset: int = Field(18, ge=14, le=22)
     int8: bool = False
     int8_method: Literal["dynamic", "static"] = "dynamic"
@@ -133,6 +133,29 @@ class FinetuneConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class BenchConfig(_Strict):
+    """Everything ``compress bench`` needs; recorded in ``results.json``'s settings."""
+
+    providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(default_factory=lambda: ["cpu"])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    seq_lengths: list[int] = Field(default_factory=lambda: [32, 128])
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: ONNX Runtime's, one per core)")
+    tasks: list[str] = Field(default_factory=list, description="tasks to score every variant on (configs/tasks/)")
+    warmup: int = Field(5, ge=0)
+    min_time_s: float = Field(1.0, ge=0)
+    min_runs: int = Field(10, ge=1)
+    torch: bool = Field(False, description="also time the teacher and student in PyTorch")
+    text: list[str] = Field(default_factory=list, description="text for the timed inputs (default: the distill corpora)")
+    max_eval_examples: int | None = Field(None, ge=10, description="cap every task's examples (quick runs)")
+
+    @field_validator("batch_sizes", "seq_lengths")
+    @classmethod
+    def _positive(cls, v):
+        if not v or any(x < 1 for x in v):
+            raise ValueError("must be a non-empty list of positive integers")
+        return sorted(set(v))
 
 
 def parse_override(item: str) -> tuple[str, Any]:

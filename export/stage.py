@@ -31,6 +31,8 @@ def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
         raise UserError(f"{run_dir.path} has no finished distillation: run `compress distill --run-dir {run_dir.path} ...` first")
     if cfg.model == "student":
         return run_dir.path / "student", TASKS["student"]
+    if cfg.model == "teacher":  # the full teacher, as the reference a user would otherwise deploy
+        return Path(distill["config"]["teacher"]), TASKS["student"]
     path = run_dir.path / "finetune" / cfg.model
     if not path.is_dir():
         raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: "
@@ -62,6 +64,11 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def _weights_sha256(model_dir: Path) -> str | None:
+    weights = model_dir / "model.safetensors"
+    return sha256_of(weights) if weights.is_file() else None
+
+
 def _size(folder: Path) -> int:
     return (folder / "model.onnx").stat().st_size
 
@@ -72,8 +79,8 @@ def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir, task = _model_dir(run_dir, cfg)
-    if cfg.qat and task != TASKS["student"]:
-        raise UserError("--qat retrains the task-agnostic student: export it with --qat, and a fine-tuned model with --int8")
+    if cfg.qat and cfg.model != "student":
+        raise UserError("--qat retrains the task-agnostic student: export it with --qat, and other models with --int8")
     try:
         loader = AutoModel if task == TASKS["student"] else AutoModelForSequenceClassification
         model = loader.from_pretrained(model_dir).eval()
@@ -90,7 +97,7 @@ def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str
     features = cpu_features()
     report: dict[str, Any] = {"cpu": features, "model": cfg.model, "variants": {}}
     run_dir.update_stage(stage, status="running", started=now(), config=to_plain(cfg), versions=library_versions(),
-                         inputs={"model": str(model_dir), "sha256": sha256_of(model_dir / "model.safetensors")})
+                         inputs={"model": str(model_dir), "sha256": _weights_sha256(model_dir)})
 
     fp32_dir = export_fp32(model_dir, out / "fp32", task=task, opset=cfg.opset)
     fp32 = compare(model, _session(fp32_dir / "model.onnx"), batches)

@@ -1,0 +1,280 @@
+"""``compress bench``: latency, throughput, size and accuracy of every exported variant of one or more runs.
+
+For each run folder it finds the exported models (``export/<variant>/`` for the student,
+``export/<name>/<variant>/`` for the teacher and fine-tuned models; ``parity.json`` says which are
+current), times each on every provider × batch × length with inputs cut from real text, scores each on
+the given tasks through ``bench.evaluate``, and writes the report (``bench.report``). With ``--torch`` the
+teacher and student are also timed and scored in PyTorch, the reference a user would otherwise deploy.
+Nothing here imports torch unless ``--torch`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.encoders import OrtEncoder, head_labels
+from bench.evaluate import evaluate
+from bench.machine import machine_facts
+from bench.ort_session import SessionRunner, check_provider, make_feeds, make_session, providers_used
+from bench.report import make_results, timing_row, write_report
+from bench.tasks import TaskSpec, load_task
+from bench.timing import measure
+from bench.tokenization import load_tokenizer
+from compress.config import BenchConfig, to_plain
+from compress.corpus import expand_pattern, read_corpus
+from compress.errors import UserError
+from compress.run_dir import RunDir, now
+
+log = logging.getLogger(__name__)
+VARIANTS = ("fp32", "int8", "int8-qat")
+MAX_TEXT_LINES = 4000
+
+
+@dataclass
+class Variant:
+    """One model to measure. ``model``: student, teacher or a fine-tuned name; ``path``: its folder."""
+
+    name: str
+    run: str
+    model: str
+    precision: str
+    format: str
+    path: Path
+    classifier: bool
+
+    def record(self, parameters: int) -> dict[str, Any]:
+        return {"name": self.name, "run": self.run, "path": str(self.path), "format": self.format,
+                "precision": self.precision, "size_bytes": folder_size(self.path, self.format), "parameters": parameters,
+                "model": self.model}
+
+
+def folder_size(path: Path, fmt: str) -> int:
+    """Bytes of the weights: model.onnx (+ external data) or the safetensors/bin files."""
+    if fmt == "onnx":
+        return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("model.onnx"))
+    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+
+
+def onnx_parameters(path: Path) -> int:
+    """Elements in the graph's initializers (weights; an INT8 graph also counts its scales)."""
+    import onnx
+
+    model = onnx.load(str(path / "model.onnx"), load_external_data=False)
+    total = 0
+    for init in model.graph.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        total += count
+    return total
+
+
+def exported_variants(run_dir: Path, prefix: str) -> list[Variant]:
+    """The run's current ONNX variants (those listed in each model's parity.json)."""
+    export = run_dir / "export"
+    roots = [("student", export)] + [(p.name, p) for p in sorted(export.iterdir()) if p.is_dir()
+                                     and p.name not in VARIANTS and p.name != "qat"] if export.is_dir() else []
+    found = []
+    for model, root in roots:
+        parity = root / "parity.json"
+        if not parity.is_file():
+            continue
+        for precision in json.loads(parity.read_text(encoding="utf-8"))["variants"]:
+            folder = root / precision
+            if (folder / "model.onnx").is_file():
+                found.append(Variant(f"{prefix}{model}-{precision}", str(run_dir), model, precision, "onnx", folder,
+                                     head_labels(folder / "config.json") is not None))
+    return found
+
+
+def torch_variants(run_dir: Path, prefix: str, providers: list[str]) -> list[Variant]:
+    """The run's teacher and student as PyTorch models (fp32; bf16 too where CUDA is benchmarked)."""
+    distill = RunDir(run_dir).stage("distill") or {}
+    folders = {"student": run_dir / "student"}
+    if distill.get("config", {}).get("teacher"):
+        folders["teacher"] = Path(distill["config"]["teacher"])
+    precisions = ["fp32"] + (["bf16"] if "cuda" in providers else [])
+    return [Variant(f"{prefix}{model}-torch-{precision}", str(run_dir), model, precision, "torch", folder, False)
+            for model, folder in folders.items() if folder.is_dir() for precision in precisions]
+
+
+def input_texts(cfg: BenchConfig, run_dirs: list[Path]) -> list[str]:
+    """Real text to cut the timed inputs from: ``--text`` or the first run's distillation corpora."""
+    sources = list(cfg.text)
+    if not sources:
+        for run_dir in run_dirs:
+            distill = RunDir(run_dir).stage("distill")
+            if distill:
+                sources = [c["path"] for c in distill["config"]["data"]["corpora"]]
+                break
+    lines: list[str] = []
+    for pattern in sources:
+        for path in expand_pattern(pattern):
+            lines += read_corpus(path).lines[: MAX_TEXT_LINES - len(lines)]
+    if not lines:
+        raise UserError("no text for the benchmark inputs: pass --text FILE (real sentences in the target language)")
+    return lines
+
+
+def _max_positions(folder: Path) -> int:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    offset = 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
+    return config.get("max_position_embeddings", 512) - offset
+
+
+def time_onnx(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
+    for provider in cfg.providers:
+        session = make_session(variant.path / "model.onnx", provider, cfg.threads,
+                               trt_cache_dir=variant.path / ".trt-cache" if provider == "tensorrt" else None)
+        names = [i.name for i in session.get_inputs()]
+        for seq_len in cfg.seq_lengths:
+            for batch in cfg.batch_sizes:
+                runner = SessionRunner(session, make_feeds(tokenizer, texts, batch, seq_len, names), provider)
+                stats = measure(runner, warmup=cfg.warmup, min_time_s=cfg.min_time_s, min_runs=cfg.min_runs)
+                rows.append(timing_row(variant.name, provider, batch, seq_len, cfg.threads, stats,
+                                       providers_used=providers_used(session)))
+                log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s", variant.name, provider, batch, seq_len,
+                         stats.p50_ms, rows[-1]["sequences_per_s"])
+    return rows
+
+
+def _scored_tasks(variant: Variant, tasks: list[TaskSpec]) -> list[TaskSpec]:
+    """An encoder is scored on every task; a fine-tuned classifier on its own task only."""
+    if not variant.classifier:
+        return tasks
+    return [t for t in tasks if t.kind == "classification" and (variant.model == t.name or variant.model.startswith(t.name + "-"))]
+
+
+def _reference(variants: list[Variant], run: str) -> Variant | None:
+    """Fidelity reference of a run: its teacher (the FP32 ONNX export when there is one, for a torch-free
+    bench; otherwise the teacher folder in PyTorch)."""
+    for fmt in ("onnx", "torch"):
+        for v in variants:
+            if v.run == run and v.model == "teacher" and v.precision == "fp32" and v.format == fmt:
+                return v
+    distill = RunDir(Path(run)).stage("distill") or {}
+    teacher = distill.get("config", {}).get("teacher")
+    return Variant("teacher", run, "teacher", "fp32", "torch", Path(teacher), False) if teacher else None
+
+
+def open_variant(variant: Variant, provider: str, max_length: int):
+    if variant.format == "onnx":
+        from bench.ort_session import PROVIDERS
+
+        return OrtEncoder(variant.path, provider=PROVIDERS[provider], max_length=max_length, name=variant.name)
+    import torch
+
+    from bench.torch_encoder import TorchEncoder
+
+    device = "cuda" if "cuda" in provider else "cpu"
+    dtype = torch.bfloat16 if variant.precision == "bf16" else torch.float32
+    return TorchEncoder(variant.path, device=device, dtype=dtype, max_length=max_length, name=variant.name)
+
+
+def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str) -> list[dict[str, Any]]:
+    """Every variant's scores; fidelity against the run's teacher (plus direct embedding cosines for the
+    teacher's own variants, which share its embedding space)."""
+    scores = []
+    references: dict[str, Any] = {}
+    for variant in variants:
+        for task in _scored_tasks(variant, tasks):
+            reference = None
+            if task.kind == "fidelity":
+                ref = _reference(variants, variant.run)
+                if ref is None:
+                    log.warning("%s: the run records no teacher to compare with; fidelity skipped", variant.name)
+                    continue
+                if ref.name not in references:
+                    references[ref.name] = open_variant(ref, provider, task.max_length)
+                reference = references[ref.name]
+            encoder = open_variant(variant, provider, task.max_length)
+            same_space = task.kind == "fidelity" and ref.model == variant.model
+            for s in evaluate(task, encoder, reference=reference, same_space=same_space):
+                scores.append({"variant": variant.name, **s})
+            log.info("%-28s %-14s %s %.4f", variant.name, task.name, task.headline,
+                     next(s["value"] for s in scores[::-1] if s["task"] == task.name and s["language"] is None
+                          and s["metric"] == task.headline))
+    return scores
+
+
+def run(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Benchmark and score; writes results.{json,csv,md} and plots into ``out_dir``."""
+    for provider in cfg.providers:
+        check_provider(provider)
+    tasks = [load_task(t) for t in cfg.tasks]
+    for task in tasks:
+        if cfg.max_eval_examples:
+            task.max_examples = min(task.max_examples or cfg.max_eval_examples, cfg.max_eval_examples)
+            task.probe_train_examples = min(task.probe_train_examples, cfg.max_eval_examples)
+    variants: list[Variant] = []
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir} does not exist: pass run folders made by `compress distill`")
+        prefix = f"{run_dir.name}/" if len(run_dirs) > 1 else ""
+        found = exported_variants(run_dir, prefix) + (torch_variants(run_dir, prefix, cfg.providers) if cfg.torch else [])
+        if not found:
+            raise UserError(f"{run_dir} has nothing to benchmark: run `compress export {run_dir} --int8` first (or pass --torch)")
+        variants += found
+    too_long = [(v.name, _max_positions(v.path)) for v in variants if v.format == "onnx"
+                and _max_positions(v.path) < max(cfg.seq_lengths)]
+    if too_long:
+        raise UserError(f"--seq-lengths {max(cfg.seq_lengths)} is longer than {too_long[0][0]} accepts "
+                        f"({too_long[0][1]} tokens): choose shorter lengths")
+    texts = input_texts(cfg, run_dirs)
+    log.info("benchmarking %d variants on %s: batches %s × lengths %s", len(variants), ", ".join(cfg.providers),
+             cfg.batch_sizes, cfg.seq_lengths)
+
+    timings = []
+    for variant in variants:
+        if variant.format == "onnx":
+            timings += time_onnx(variant, cfg, texts)
+        else:
+            from bench.torch_timing import time_torch
+
+            timings += time_torch(variant, cfg, texts)
+    records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else _torch_parameters(v)) for v in variants]
+    scores = score_variants(variants, tasks, cfg.providers[0]) if tasks else []
+    settings = {**to_plain(cfg), "runs": [str(r) for r in run_dirs], "finished": now()}
+    results = make_results(machine=machine_facts(cfg.threads), settings=settings, variants=records,
+                           timings=timings, scores=scores)
+    write_report(out_dir, results)
+    for run_dir in run_dirs:
+        RunDir(run_dir).update_stage("bench", status="complete", finished=now(), outputs={"report": str(out_dir)},
+                                     config=to_plain(cfg))
+    return results
+
+
+def _torch_parameters(variant: Variant) -> int:
+    from bench.torch_timing import parameter_count
+
+    return parameter_count(variant)
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A short text table for the terminal: per variant, size, p50 at the reference shape, peak throughput
+    and the headline score of each task."""
+    from bench.report import _headline_scores, headline_metrics, reference_shapes
+
+    shapes = reference_shapes(results)
+    provider = results["settings"]["providers"][0]
+    batch, seq = shapes.get(provider, (None, None))
+    metrics = headline_metrics(results)
+    headline = _headline_scores(results)
+    header = ["variant", "MB", f"p50 ms b{batch}×{seq}", "best seq/s"] + [f"{t} {m}" for t, m in metrics.items()]
+    rows = []
+    for v in results["variants"]:
+        mine = [t for t in results["timings"] if t["variant"] == v["name"] and t["provider"] == provider]
+        p50 = next((t["p50_ms"] for t in mine if (t["batch"], t["seq_len"]) == (batch, seq)), None)
+        peak = max((t["sequences_per_s"] for t in mine), default=None)
+        rows.append([v["name"], f"{v['size_bytes'] / 2**20:.1f}", "–" if p50 is None else f"{p50:.2f}",
+                     "–" if peak is None else f"{peak:,.0f}"]
+                    + [f"{headline[(v['name'], t)]:.4f}" if (v["name"], t) in headline else "–" for t in metrics])
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([f"{provider}:", line(header)] + [line(r) for r in rows])
