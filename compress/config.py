@@ -28,6 +28,10 @@ class StudentConfig(_Strict):
     init_from_teacher_layers: list[int] | None = Field(
         None, description="1-based teacher layers to copy, one per student layer (widths must match)"
     )
+    trim_vocab: bool = Field(
+        False, description="keep only the word pieces the distillation corpora use (see compress/vocab_trim.py)")
+    trim_min_count: int = Field(1, ge=1, description="with trim_vocab: keep pieces seen at least this often")
+    trim_keep_top: int | None = Field(None, ge=1, description="with trim_vocab: keep at most this many ids in all")
 
 
 class LossConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ from compress.teacher import (
     count_parameters, load_teacher, load_teacher_config, resolve_relation_heads, resolve_teacher_layer,
 )
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
+from compress.vocab_trim import (
+    TRIMMED_VOCAB, choose_kept_ids, config_token_ids, count_pieces, trim_embeddings, trim_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 STAGE = "distill"
@@ -50,14 +54,26 @@ def _params_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def hidden_mse(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def hidden_mse(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.Tensor, teacher_ids: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
     """Baseline objective: mean squared error between the student's last hidden states and the
-    (truncated) teacher's output, over real tokens. ids, mask [B, T]; hidden states [B, T, H]."""
+    (truncated) teacher's output, over real tokens. ids, teacher_ids, mask [B, T]; hidden states [B, T, H]."""
     with torch.no_grad():
-        target = teacher(input_ids=ids, attention_mask=mask).last_hidden_state
+        target = teacher(input_ids=teacher_ids, attention_mask=mask).last_hidden_state
     hidden = student(input_ids=ids, attention_mask=mask).last_hidden_state
     keep = mask.unsqueeze(-1).to(hidden.dtype)
     return (((hidden.float() - target.float()) ** 2) * keep).sum() / (keep.sum() * hidden.shape[-1])
+
+
+def trimmed_vocabulary(teacher, corpora, cfg: DistillConfig, folder: Path):
+    """The student's tokenizer and kept ids (student id i = teacher id kept_ids[i]) for the pieces the
+    corpora use; deterministic, so a resumed run recomputes the same ones."""
+    lines = [line for corpus in corpora for line in corpus.lines]
+    counts = count_pieces(teacher.tokenizer, lines)
+    kept = choose_kept_ids(teacher.tokenizer, counts, min_count=cfg.student.trim_min_count,
+                           keep_top=cfg.student.trim_keep_top)
+    kept = sorted(set(kept) | config_token_ids(teacher.config))
+    return trim_tokenizer(teacher.tokenizer, kept, folder), kept
 
 
 def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
@@ -110,6 +126,13 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
     student = build_student(s_config, cfg.train.seed)
     if cfg.student.init_from_teacher_layers:
         init_from_teacher_layers(student, teacher.model, spec, cfg.student.init_from_teacher_layers)
+    tokenizer, kept_ids = teacher.tokenizer, None
+    if cfg.student.trim_vocab:
+        tokenizer, kept_ids = trimmed_vocabulary(teacher, corpora, cfg, run_dir.path / STAGE / "tokenizer")
+        trim_embeddings(student, kept_ids)
+        log.info("vocabulary trimmed to the corpora: %d → %d pieces", t_cfg["vocab_size"], len(kept_ids))
+    # Student ids → teacher ids (identity without trimming): the teacher reads the same pieces.
+    to_teacher = torch.tensor(kept_ids, device=ctx.device) if kept_ids else None
     drop_layers_above(teacher.model, spec, teacher_layer - 1)
     teacher.model.to(ctx.device)
     student.to(ctx.device)
@@ -122,7 +145,6 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
             for layer in layer_list(model, spec)[:keep]:
                 layer.compile()
 
-    tokenizer = teacher.tokenizer
     micro_batch = cfg.train.batch_size // cfg.train.grad_accum
     s_last = cfg.student.layers - 1
     weights = [cfg.loss.weights.get(k, 1.0) for k in ("qq", "kk", "vv")]
@@ -132,16 +154,18 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
         texts = sampler.batch(micro_batch, step, micro, ctx.rank)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
         ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
+        t_ids = ids if to_teacher is None else to_teacher[ids]
         if cfg.loss.objective == "hidden_mse":
-            loss = hidden_mse(student, teacher.model, ids, mask)
+            loss = hidden_mse(student, teacher.model, ids, t_ids, mask)
             return StepOutput(loss=loss, parts={}, tokens=int(mask.sum()))
         with torch.no_grad():
-            t_qkv = forward_to_qkv(teacher.model, spec, teacher_layer - 1, ids, mask)
+            t_qkv = forward_to_qkv(teacher.model, spec, teacher_layer - 1, t_ids, mask)
         s_qkv = forward_to_qkv(student, spec, s_last, ids, mask)
         loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, relation_heads, weights)
         return StepOutput(loss=loss, parts={k: v.item() for k, v in parts.items()}, tokens=int(mask.sum()))
 
     resolved = {"teacher_layer": teacher_layer, "teacher_layers": t_layers, "relation_heads": relation_heads,
+                "student_vocab": len(kept_ids) if kept_ids else t_cfg["vocab_size"],
                 "relation_head_size": {"teacher": t_hidden // relation_heads, "student": cfg.student.hidden // relation_heads},
                 "world_size": ctx.world_size, "device": str(ctx.device)}
     if ctx.is_main:
@@ -178,6 +202,10 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
         with atomic_directory(student_dir) as tmp:
             student.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            if kept_ids:
+                record = {"kept_ids": kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
+                          "keep_top": cfg.student.trim_keep_top}
+                (tmp / TRIMMED_VOCAB).write_text(json.dumps(record) + "\n", encoding="utf-8")
         outputs = {"student": str(student_dir), "metrics": str(run_dir.path / STAGE / "metrics.jsonl")}
         run_dir.update_stage(
             STAGE, status="complete", finished=now(), outputs=outputs,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from pathlib import Path
 
 from compress.errors import UserError, first_line
@@ -25,7 +26,8 @@ def export_fp32(model_dir: Path, out_dir: Path, *, task: str, opset: int) -> Pat
     logging.getLogger("optimum").setLevel(logging.ERROR)
     with atomic_directory(out_dir) as tmp:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's warnings are about HF code, not the user's input
                 main_export(str(model_dir), output=tmp, task=task, opset=opset, do_validation=False, device="cpu")
         except Exception as err:  # the exporters raise many types; the user needs the first line
             raise UserError(f"ONNX export of {model_dir} at opset {opset} failed ({first_line(err)}): try another --opset") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +23,18 @@ _OPS = ["MatMul", "Attention"]
 _EXTRA = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizer logs advice ("consider pre-processing") on the root logger; not for our users."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def op_counts(model_path: Path) -> Counter:
     """How many nodes of each op type the graph has (e.g. MatMulInteger, QuantizeLinear)."""
     return Counter(node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node)
@@ -28,8 +42,9 @@ def op_counts(model_path: Path) -> Counter:
 
 def quantize_dynamic_int8(src: Path, dst: Path, *, reduce_range: bool, quantize_embeddings: bool) -> None:
     """Per-channel signed INT8 weights; activations quantized at run time (MatMulInteger / DynamicQuantizeLinear)."""
-    quantize_dynamic(src, dst, op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
-                     per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8, extra_options=_EXTRA)
+    with _quiet_root_logger():
+        quantize_dynamic(src, dst, op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
+                         per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8, extra_options=_EXTRA)
 
 
 class _TextCalibration(CalibrationDataReader):
@@ -51,8 +66,9 @@ def quantize_static_int8(src: Path, dst: Path, calibration: list[dict[str, np.nd
     """
     if not calibration:
         raise UserError("static INT8 needs calibration text and none was usable: pass --calib-corpus with real text")
-    quantize_static(src, dst, _TextCalibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **_EXTRA})
+    with _quiet_root_logger():
+        quantize_static(src, dst, _TextCalibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=_OPS + (["Gather"] if quantize_embeddings else []),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **_EXTRA})

@@ -165,6 +165,9 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
 
     distill = run_dir.stage("distill")
     spec = arch_spec(model.config.model_type)
+    if cfg.qat_reference == "original" and (model_dir / "trimmed_vocab.json").exists():
+        raise UserError("this student has a trimmed vocabulary, so the original teacher reads other token ids: "
+                        "use the default QAT reference (--teacher student)")
     if cfg.qat_reference == "student":
         reference, ref_spec, ref_layer = model, spec, len(layer_list(model, spec)) - 1
     else:
