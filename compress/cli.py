@@ -239,6 +239,41 @@ def bench(
     typer.echo(f"report: {report / 'results.md'}")
 
 
+@app.command("trim-vocab")
+def trim_vocab(
+    model: Path = typer.Argument(..., help="Hugging Face model folder to trim"),
+    corpus: List[str] = typer.Option(..., help="text in the languages to keep (file, folder, .jsonl, glob); repeat"),
+    out: Path = typer.Option(..., help="new model folder (must not exist or be empty)"),
+    min_count: int = typer.Option(1, help="keep pieces the corpus uses at least this often"),
+    keep_top: Optional[int] = typer.Option(None, help="keep at most this many ids in all (most frequent first)"),
+    held_out: Optional[List[str]] = typer.Option(None, help="text to report segmentation changes on; a glob gives one language per file"),
+) -> None:
+    """Keep only the word pieces a corpus uses: smaller embeddings, same outputs on covered text."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from compress.corpus import expand_pattern, read_corpus
+    from compress.run_dir import atomic_write_text
+    from compress.vocab_trim import segmentation_report, trim_model_folder
+
+    files = [path for pattern in corpus for path in expand_pattern(pattern)]
+    result = trim_model_folder(model, files, out, min_count=min_count, keep_top=keep_top)
+    mb = lambda n: n / 2**20
+    typer.echo(f"{out}: vocabulary {result.vocab_before:,} → {result.vocab_after:,} pieces, parameters "
+               f"{result.params_before:,} → {result.params_after:,}, weights {mb(result.size_before_bytes):.1f} → "
+               f"{mb(result.size_after_bytes):.1f} MiB")
+    if held_out:
+        texts = {path.stem: read_corpus(path).lines for pattern in held_out for path in expand_pattern(pattern)}
+        report = segmentation_report(AutoTokenizer.from_pretrained(model), AutoTokenizer.from_pretrained(out),
+                                     result.kept_ids, texts)
+        atomic_write_text(out / "trim_report.json", json.dumps(report, indent=2) + "\n")
+        typer.echo(f"{'held-out text':<20} {'tokens':>8} {'changed tokens':>15} {'changed texts':>14} {'unknown':>8}")
+        for language, r in report.items():
+            typer.echo(f"{language:<20} {r['tokens']:>8,} {100 * r['changed_token_share']:>14.2f}% "
+                       f"{100 * r['changed_text_share']:>13.2f}% {100 * r['unk_rate']:>7.2f}%")
+
+
 assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers, text and evaluation sets built from registry packages (shared/ASSETS.md).")
 app.add_typer(assets_app, name="assets")
 
