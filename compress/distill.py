@@ -18,7 +18,7 @@ from compress.distributed import barrier, gather_objects, init_from_env, seed_ev
 from compress.errors import UserError
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.relation_loss import relation_kd_loss
-from compress.run_dir import RunDir, atomic_directory, library_versions, now, sha256_of
+from compress.run_dir import RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of
 from compress.student import build_student, init_from_teacher_layers, student_config
 from compress.teacher import (
     count_parameters, load_teacher, load_teacher_config, resolve_relation_heads, resolve_teacher_layer,
@@ -73,6 +73,12 @@ def trimmed_vocabulary(teacher, corpora, cfg: DistillConfig, folder: Path):
     kept = choose_kept_ids(teacher.tokenizer, counts, min_count=cfg.student.trim_min_count,
                            keep_top=cfg.student.trim_keep_top)
     kept = sorted(set(kept) | config_token_ids(teacher.config))
+    record = folder.parent / "kept_ids.json"  # a resumed run must rebuild the very same vocabulary
+    if record.exists() and json.loads(record.read_text(encoding="utf-8")) != kept:
+        raise UserError(f"the corpora give another trimmed vocabulary than when {folder.parent.parent} started "
+                        "(were they edited?): restore them, or start a new --run-dir")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(kept))
     return trim_tokenizer(teacher.tokenizer, kept, folder), kept
 
 

@@ -60,3 +60,14 @@ def test_trimmed_distillation_trains_and_exports(tiny_xlmr_dir, corpus_file, tmp
     assert result.code == 0, result.stderr
     original = run_cli(["export", run, "--qat", "--teacher", "original"], capsys)
     assert original.code == 2 and "trimmed vocabulary" in original.stderr
+
+
+def test_resume_refuses_a_changed_vocabulary(tiny_bert_dir, tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", TEXT)
+    run = tmp_path / "run"
+    args = ["distill", "--teacher", tiny_bert_dir, "--corpus", corpus, "--run-dir", run, "--layers", "1", "--hidden", "32",
+            "--heads", "4", "student.trim_vocab=true", "train.checkpoint_every=2"]
+    assert run_cli(args + ["--steps", "2"], capsys).code == 0
+    write_corpus(corpus, ENGLISH_TEXT)  # more text: more pieces
+    result = run_cli(args + ["--steps", "4", "--resume"], capsys)
+    assert result.code == 2 and "another trimmed vocabulary" in result.stderr
