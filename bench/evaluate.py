@@ -6,6 +6,7 @@ overall figure. The headline metric of each kind is ``bench.tasks.HEADLINE``.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -17,6 +18,8 @@ from bench.probe import fit_probe
 from bench.tasks import TaskSpec
 from compress.errors import UserError
 
+log = logging.getLogger(__name__)
+
 
 def score(task: str, metric: str, value: float, language: str | None = None) -> dict[str, Any]:
     return {"task": task, "metric": metric, "language": language, "value": float(value)}
@@ -26,6 +29,7 @@ def evaluate(task: TaskSpec, encoder: Encoder, *, reference: Encoder | None = No
              seed: int = 0) -> list[dict[str, Any]]:
     """All scores of ``encoder`` on ``task``. Fidelity needs a ``reference`` (the teacher, or the FP32
     model an INT8 variant came from: then ``same_space`` adds direct embedding cosines)."""
+    log.info("scoring %s on %s (%s)", getattr(encoder, "name", "model"), task.name, task.kind)
     if task.kind == "classification":
         return classification_scores(task, encoder, seed=seed)
     if task.kind == "bitext":

@@ -78,7 +78,8 @@ def distill(
     result = stage.run(cfg, rd, resume=resume)
     if result["outputs"]:
         m = result["metrics"]
-        typer.echo(f"student: {result['outputs']['student']}  (loss {m.get('loss', float('nan')):.4f}, "
+        loss = f"loss {m['loss']:.4f}" if "loss" in m else "no training steps"
+        typer.echo(f"student: {result['outputs']['student']}  ({loss}, "
                    f"teacher layer {result['resolved']['teacher_layer']}, {result['resolved']['relation_heads']} relation heads)")
 
 

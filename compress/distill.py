@@ -219,6 +219,7 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
                      "teacher_params_used": count_parameters(teacher.model)},
             ranks={"weights_sha256": fingerprints[0], "first_batch_sha256": data_hashes},
         )
-        log.info("student written to %s (final loss %.4f)", student_dir, last.get("loss", float("nan")))
+        log.info("student written to %s (%s)", student_dir,
+                 f"final loss {last['loss']:.4f}" if "loss" in last else "no training steps: the initial student")
     barrier(ctx)
     return {"outputs": outputs, "metrics": last, "resolved": resolved}
