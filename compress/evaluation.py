@@ -60,9 +60,56 @@ def evaluate_model(target: Path, tasks: list[str], *, reference: str | None = No
     encoder = open_encoder(model_dir, device)
     ref_encoder = open_encoder(Path(reference), device, name="reference") if needs_reference else None
     scores = [s for t in specs for s in evaluate(t, encoder, reference=ref_encoder)]
+    distill = RunDir(target).stage("distill") if teacher else None
+    if distill and not (model_dir / "model.onnx").is_file():
+        for spec in (t for t in specs if t.kind == "fidelity"):
+            kl = relation_kl_to_teacher(model_dir, teacher, spec.texts(spec.rows("test")),
+                                        teacher_layer=distill["resolved"]["teacher_layer"],
+                                        relation_heads=distill["resolved"]["relation_heads"],
+                                        max_length=spec.max_length, device=device)
+            scores += [{"task": spec.name, "metric": k, "language": None, "value": v} for k, v in kl.items()]
     if cache_file:
         atomic_write_text(cache_file, json.dumps({"tasks": names, "reference": reference, "scores": scores}, indent=2) + "\n")
     return scores
+
+
+def relation_kl_to_teacher(student_dir: Path, teacher: str, texts: list[str], *, teacher_layer: int,
+                           relation_heads: int, max_length: int, device: str, batch_size: int = 32) -> dict[str, float]:
+    """Mean relation KL (Q-Q, K-K, V-V and their sum, as in training) between the teacher's chosen layer
+    and the student's last layer on held-out ``texts``; lower is better. A trimmed student's ids are mapped
+    to the teacher's through its kept ids."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from compress.architectures import arch_spec, layer_list
+    from compress.qkv_capture import forward_to_qkv
+    from compress.relation_loss import relation_kd_loss
+    from compress.teacher import load_teacher
+    from compress.vocab_trim import load_kept_ids
+
+    teacher_model = load_teacher(teacher)
+    student = AutoModel.from_pretrained(student_dir).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    spec = arch_spec(student.config.model_type)
+    kept = load_kept_ids(student_dir)
+    to_teacher = torch.tensor(kept, device=device) if kept else None
+    last = len(layer_list(student, spec)) - 1
+    teacher_model.model.to(device).eval()
+    totals, count = {}, 0
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt").to(device)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            t_qkv = forward_to_qkv(teacher_model.model, teacher_model.spec, teacher_layer - 1,
+                                   ids if to_teacher is None else to_teacher[ids], mask)
+            s_qkv = forward_to_qkv(student, spec, last, ids, mask)
+            loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, relation_heads)
+            n = len(ids)
+            for key, value in {"relation_kl": loss, **{f"relation_kl_{k}": v for k, v in parts.items()}}.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * n
+            count += n
+    return {key: value / count for key, value in totals.items()}
 
 
 def scores_table(scores: list[dict[str, Any]]) -> str:

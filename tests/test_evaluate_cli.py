@@ -34,3 +34,22 @@ def test_evaluate_run_model_and_onnx(tiny_bert_dir, corpus_file, tmp_path, capsy
     assert missing.code == 2 and "needs a reference model" in missing.stderr
     none = run_cli(["evaluate", run], capsys)
     assert none.code == 2 and "no task given" in none.stderr
+
+
+def test_relation_kl_on_held_out_text(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    (tmp_path / "fid.yaml").write_text("kind: fidelity\ndata: {test: held.txt}\n")
+    (tmp_path / "held.txt").write_text("a sentence the student never saw\nanother one, quite different\n"
+                                       "the weather is nice today\nwhere is the station\n")
+    kl = {}
+    for name, extra in (("copy", ["--steps", "0", "student.init_from_teacher_layers=[1,2,3,4]"]),
+                        ("random", ["--steps", "0"])):
+        run = tmp_path / name
+        assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run, "--layers", "4",
+                        "--hidden", "64", "--heads", "4", "--relation-heads", "4", *extra], capsys).code == 0
+        result = run_cli(["evaluate", run, "--task", tmp_path / "fid.yaml"], capsys)
+        assert result.code == 0, result.stderr
+        scores = {s["metric"]: s["value"] for s in json.loads((run / "eval.json").read_text())["scores"]}
+        assert scores["relation_kl"] == pytest.approx(scores["relation_kl_qq"] + scores["relation_kl_kk"] + scores["relation_kl_vv"])
+        kl[name] = scores["relation_kl"]
+    # A student whose last layer is a copy of the teacher's chosen layer has the teacher's relations.
+    assert kl["copy"] == pytest.approx(0.0, abs=1e-6) and kl["random"] > 1e-3
