@@ -24,11 +24,23 @@ def finetuned(folder: Path) -> float | None:
     return overall(json.loads(path.read_text())["test"], "sentiment-en", "accuracy")
 
 
+def relation_kl(run: Path) -> float:
+    """The training loss (sum of Q-Q, K-K, V-V relation KL) against the teacher on the held-out fidelity text."""
+    from bench.tasks import load_task
+    from compress.evaluation import relation_kl_to_teacher
+
+    distill = json.loads((run / "manifest.json").read_text())["stages"]["distill"]
+    task = load_task("fidelity")
+    return relation_kl_to_teacher(run / "student", distill["config"]["teacher"], task.texts(task.rows("test")),
+                                  teacher_layer=12, relation_heads=distill["resolved"]["relation_heads"],
+                                  max_length=task.max_length, device="cpu")["relation_kl"]
+
+
 def row(name: str, run: Path) -> list[str]:
     manifest = json.loads((run / "manifest.json").read_text())["stages"]["distill"]
     scores = json.loads((run / "eval.json").read_text())["scores"] if (run / "eval.json").exists() else []
     cells = [name, f"{manifest['metrics'].get('step', 0)}", fmt(finetuned(run / "finetune" / "sentiment-en"))]
-    return cells + [fmt(overall(scores, task, metric)) for task, metric, _ in TASKS]
+    return cells + [fmt(overall(scores, task, metric)) for task, metric, _ in TASKS] + [fmt(relation_kl(run))]
 
 
 def fmt(value: float | None) -> str:
@@ -43,8 +55,9 @@ def main(out: Path) -> None:
     teacher = next(r for r in sweep["rows"] if r["teacher_layer"] == "teacher")
     rows.append(["teacher (multilingual-e5-small, 12×384)", "–",
                  fmt(finetuned(out / "sweep" / "layer-12" / "finetune" / "sentiment-en-teacher"))]
-                + [fmt(overall(teacher["scores"], t, m)) if t != "fidelity" else "1 (itself)" for t, m, _ in TASKS])
-    header = ["student (6×384)", "distill steps", "sentiment acc (fine-tuned)"] + [label for *_, label in TASKS]
+                + [fmt(overall(teacher["scores"], t, m)) if t != "fidelity" else "1 (itself)" for t, m, _ in TASKS] + ["0"])
+    header = (["student (6×384)", "distill steps", "sentiment acc (fine-tuned)"] + [label for *_, label in TASKS]
+              + ["relation KL to teacher layer 12 (lower is better)"])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
