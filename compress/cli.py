@@ -280,11 +280,11 @@ app.add_typer(assets_app, name="assets")
 
 
 @assets_app.command("build")
-def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated subset: e5, minilm, chatterbot, sentiment, langid, bitext")) -> None:
+def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated subset: e5, minilm, chatterbot, sentiment, langid, bitext; fortunes (Debian packages) only when named")) -> None:
     """Materialise the offline teachers and text into the cache folder (idempotent)."""
     from compress.assets import registry
 
-    names = only.split(",") if only else list(registry.BUILDERS)
+    names = only.split(",") if only else [n for n in registry.BUILDERS if n not in registry.OPTIONAL]
     registry.build(names)
     for name in registry.PATHS:
         if name.split("-")[0] in names:
@@ -292,7 +292,7 @@ def assets_build(only: Optional[str] = typer.Option(None, help="comma-separated 
 
 
 @assets_app.command("path")
-def assets_path(name: str = typer.Argument(..., help="e5, minilm, chatterbot (a pattern: one corpus per language), chatterbot-en, sentiment, langid, bitext")) -> None:
+def assets_path(name: str = typer.Argument(..., help="e5, minilm, chatterbot (a pattern: one corpus per language), chatterbot-en, sentiment, langid, bitext, fortunes")) -> None:
     """Print where a built asset is, for use in other commands."""
     from compress.assets import registry
 

@@ -408,3 +408,21 @@ def test_real_sets_build_into_the_cache(tmp_path, monkeypatch):
     before = {name: snapshot(tasks / name) for name in ("sentiment-en", "langid", "bitext")}
     registry.build(["sentiment", "langid", "bitext"])
     assert {name: snapshot(tasks / name) for name in before} == before
+
+
+def test_fortunes_corpus_for_distillation(tmp_path, capsys):
+    from compress.assets.fortunes_text import build_fortunes_corpus
+    from compress.corpus import read_corpus
+
+    root = write_fake_fortunes(tmp_path / "fortunes")
+    out = build_fortunes_corpus(tmp_path / "text", root)
+    by_language = fortunes_text.fortunes_by_language(root)
+    for language, entries in by_language.items():
+        lines = read_corpus(out / f"{language}.txt").lines
+        assert lines == [" ".join(e.split()) for e in entries]  # one entry per line, nothing lost
+    with pytest.raises(UserError, match="apt-get install fortunes"):
+        build_fortunes_corpus(tmp_path / "none", tmp_path / "absent")
+    # Optional: a plain `compress assets build` does not ask for it (no fortunes on this machine).
+    from compress.assets import registry
+
+    assert "fortunes" in registry.BUILDERS and "fortunes" in registry.OPTIONAL

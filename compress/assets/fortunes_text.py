@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from compress.run_dir import sha256_of
+from compress.errors import UserError
+from compress.run_dir import atomic_directory, sha256_of
 
 DEFAULT_ROOT = Path("/usr/share/games/fortunes")
 INSTALL_HINT = ("apt-get install fortunes fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs "
@@ -116,3 +117,16 @@ def source_record(root: Path = DEFAULT_ROOT) -> dict | None:
         return None
     return {"path": str(root), "files": {language: [[str(p), sha256_of(p)] for p in paths]
                                          for language, paths in files.items()}}
+
+
+def build_fortunes_corpus(out_dir: Path, root: Path = DEFAULT_ROOT) -> Path:
+    """Unlabelled text for distillation: ``out_dir/<language>.txt``, one fortune per line (inner line
+    breaks become spaces). Needs the Debian fortunes packages; a clear error names them when absent."""
+    texts = fortunes_by_language(root)
+    if not texts:
+        raise UserError(f"no fortunes found under {root}: {INSTALL_HINT}")
+    with atomic_directory(out_dir) as tmp:
+        for language, entries in sorted(texts.items()):
+            lines = (" ".join(entry.split()) for entry in entries)
+            (tmp / f"{language}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return out_dir

@@ -7,6 +7,7 @@ from typing import Callable
 
 from compress.assets.cache import cache_dir
 from compress.assets.chatterbot_text import build_chatterbot_corpus
+from compress.assets.fortunes_text import build_fortunes_corpus
 from compress.assets.gettext_bitext import build_bitext
 from compress.assets.langid_text import build_langid
 from compress.assets.minilm_teacher import english_teacher_path
@@ -39,7 +40,10 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "sentiment": lambda: build_sentiment(_task_dir("sentiment-en")),
     "langid": lambda: build_langid(_task_dir("langid")),
     "bitext": lambda: build_bitext(_task_dir("bitext")),
+    "fortunes": lambda: build_fortunes_corpus(cache_dir() / "text" / "fortunes"),
 }
+# Built only when asked for by name: their source is not on every machine (Debian's fortunes packages).
+OPTIONAL = {"fortunes"}
 
 # What `path NAME` prints; a corpus pattern ("*.txt") means one corpus per language to `--corpus`.
 PATHS: dict[str, tuple[str, Callable[[], Path | str]]] = {
@@ -50,6 +54,7 @@ PATHS: dict[str, tuple[str, Callable[[], Path | str]]] = {
     "sentiment": ("sentiment", lambda: _task_dir("sentiment-en")),
     "langid": ("langid", lambda: _task_dir("langid")),
     "bitext": ("bitext", lambda: _task_dir("bitext")),
+    "fortunes": ("fortunes", lambda: str(cache_dir() / "text" / "fortunes" / "*.txt")),
 }
 
 
