@@ -54,8 +54,13 @@ def random_batches(vocab_size: int, special_ids: set[int], seed: int, max_positi
 
 
 def _feed(session, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs the graph declares. A BERT graph paired with a tokenizer that returns no
+    ``token_type_ids`` (multilingual-e5: BERT weights, XLM-R tokenizer) gets zeros, as PyTorch uses."""
     names = {i.name for i in session.get_inputs()}
-    return {k: v for k, v in batch.items() if k in names}
+    feed = {k: v for k, v in batch.items() if k in names}
+    if "token_type_ids" in names and "token_type_ids" not in feed:
+        feed["token_type_ids"] = np.zeros_like(batch["input_ids"])
+    return feed
 
 
 def hidden_states(model, session, batch) -> tuple[np.ndarray, np.ndarray]:
