@@ -142,3 +142,23 @@ def test_qat_resume(tiny_bert_dir, corpus_file, tmp_path, capsys):
     # Continue the same retraining to 4 steps: steps 1-2 are not redone.
     assert run_cli(["export", run_dir, "--qat", "--qat-steps", "4", "--resume", *qat], capsys).code == 0
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_bert_weights_with_a_tokenizer_without_token_type_ids(tmp_path, corpus_file, capsys):
+    """multilingual-e5's shape: a BERT graph (token_type_ids input) with XLM-R's tokenizer (returns none)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tests.tiny_models import make_tiny_xlmr
+
+    xlmr = make_tiny_xlmr(tmp_path / "xlmr")
+    tokenizer = AutoTokenizer.from_pretrained(xlmr)
+    assert "token_type_ids" not in tokenizer("hello")
+    teacher = tmp_path / "e5-like"
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=128, type_vocab_size=2, pad_token_id=tokenizer.pad_token_id)).save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    run_dir = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", teacher, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+    result = run_cli(["export", run_dir, "--int8"], capsys)
+    assert result.code == 0, result.stderr
+    assert _parity(run_dir)["fp32"]["max_abs_diff"] < 1e-4
