@@ -181,7 +181,13 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
     """Every variant's scores; fidelity against the run's teacher (plus direct embedding cosines for the
     teacher's own variants, which share its embedding space)."""
     scores = []
-    references: dict[str, Any] = {}
+    opened: dict[tuple[str, int], Any] = {}  # one session per variant and input length, shared by its tasks
+
+    def encoder_for(variant: Variant, max_length: int):
+        if (variant.name, max_length) not in opened:
+            opened[(variant.name, max_length)] = open_variant(variant, provider, max_length)
+        return opened[(variant.name, max_length)]
+
     for variant in variants:
         for task in _scored_tasks(variant, tasks):
             reference = None
@@ -190,10 +196,8 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
                 if ref is None:
                     log.warning("%s: the run records no teacher to compare with; fidelity skipped", variant.name)
                     continue
-                if ref.name not in references:
-                    references[ref.name] = open_variant(ref, provider, task.max_length)
-                reference = references[ref.name]
-            encoder = open_variant(variant, provider, task.max_length)
+                reference = encoder_for(ref, task.max_length)
+            encoder = encoder_for(variant, task.max_length)
             same_space = task.kind == "fidelity" and ref.model == variant.model
             for s in evaluate(task, encoder, reference=reference, same_space=same_space):
                 scores.append({"variant": variant.name, **s})
