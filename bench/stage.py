@@ -204,6 +204,9 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
             log.info("%-28s %-14s %s %.4f", variant.name, task.name, task.headline,
                      next(s["value"] for s in scores[::-1] if s["task"] == task.name and s["language"] is None
                           and s["metric"] == task.headline))
+        references = {_reference(variants, v.run).name for v in variants if _reference(variants, v.run)}
+        for key in [k for k in opened if k[0] == variant.name and variant.name not in references]:
+            del opened[key]  # done with this variant; references stay open for the others
     return scores
 
 
