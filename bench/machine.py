@@ -11,10 +11,10 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from compress.run_dir import library_versions
 from export.isa import cpu_features  # torch-free: platform + /proc/cpuinfo
 
 __all__ = ["machine_facts", "physical_cores", "gpus"]
@@ -77,14 +77,6 @@ def gpus() -> list[dict[str, str]]:
     return found
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
-
-
 def machine_facts(threads: int | None) -> dict[str, Any]:
     """A JSON-ready description of this machine; ``threads`` is the intra-op thread count the benchmark used
     (None: ONNX Runtime's default, one per physical core)."""
@@ -101,7 +93,7 @@ def machine_facts(threads: int | None) -> dict[str, Any]:
         "threads": threads,
         "isa": {flag: bool(features.get(flag, False)) for flag in _ISA_FLAGS},
         "os": platform.platform(),
-        "versions": _versions(),
+        "versions": library_versions(_LIBRARIES),
         "ort_providers": list(ort.get_available_providers()),
         "gpus": gpus(),
     }

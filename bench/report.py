@@ -40,8 +40,6 @@ import datetime as dt
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,10 +47,10 @@ from typing import Any
 from bench.pareto import best_under_budget, pareto_front
 from bench.timing import FIELDS as TIMING_FIELDS
 from bench.timing import TimingStats, throughput
-from compress.run_dir import atomic_write_text
+from compress.run_dir import atomic_write_bytes, atomic_write_text
 
 __all__ = ["SCHEMA_VERSION", "FORMATS", "PRECISIONS", "PROVIDER_NAMES", "NEAR_BEST", "validate_results",
-           "make_results", "timing_row", "headline_metrics", "reference_shapes", "write_report", "load_results"]
+           "make_results", "timing_row", "headline_metrics", "headline_scores", "reference_shapes", "write_report", "load_results"]
 
 SCHEMA_VERSION = 1
 FORMATS = ("onnx", "torch")
@@ -236,7 +234,7 @@ def headline_metrics(results: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _headline_scores(results: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+def headline_scores(results: Mapping[str, Any]) -> dict[tuple[str, str], float]:
     """{(variant, task): headline value}."""
     metrics = headline_metrics(results)
     return {(s["variant"], s["task"]): s["value"] for s in results["scores"]
@@ -290,7 +288,7 @@ def _ship_section(results: Mapping[str, Any]) -> list[str]:
     lines = ["## Which model to ship", ""]
     shapes = reference_shapes(results)
     metrics = headline_metrics(results)
-    headline = _headline_scores(results)
+    headline = headline_scores(results)
     if not shapes:
         return lines + ["No timings in these results: nothing to compare.", ""]
     lines += [f"Latency is the median (p50) of one call at the reference shape (smallest batch × longest input); "
@@ -342,7 +340,7 @@ def _provider_tables(results: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     variants = {v["name"]: v for v in results["variants"]}
     metrics = headline_metrics(results)
-    headline = _headline_scores(results)
+    headline = headline_scores(results)
     providers = list(dict.fromkeys(t["provider"] for t in results["timings"]))
     for provider in providers:
         rows = [t for t in results["timings"] if t["provider"] == provider]
@@ -448,7 +446,7 @@ def _markdown(results: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
 def _csv(results: Mapping[str, Any]) -> str:
     variants = {v["name"]: v for v in results["variants"]}
     metrics = headline_metrics(results)
-    headline = _headline_scores(results)
+    headline = headline_scores(results)
     score_columns = [f"{task}:{metric}" for task, metric in metrics.items()]
     header = ["variant", "run", "path", "format", "precision", "size_bytes", "parameters", "provider", "batch",
               "seq_len", "threads", *TIMING_FIELDS, "sequences_per_s", "tokens_per_s", *score_columns]
@@ -465,22 +463,6 @@ def _csv(results: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- plots
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _new_figure(panels: int, width: float = 5.5, height: float = 4.2, max_cols: int = 3):
@@ -506,7 +488,7 @@ def _png(fig) -> bytes:
 
 def _plot_latency_vs_accuracy(results: Mapping[str, Any]) -> bytes | None:
     metrics = headline_metrics(results)
-    headline = _headline_scores(results)
+    headline = headline_scores(results)
     shapes = reference_shapes(results)
     if not metrics or not shapes:
         return None
@@ -620,7 +602,7 @@ def write_report(out_dir: Path | str, results: Mapping[str, Any]) -> dict[str, P
             with contextlib.suppress(FileNotFoundError):  # a stale plot from an earlier run would mislead
                 path.unlink()
             continue
-        _atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data)
         plots[key] = path
     written["md"] = out / "results.md"
     atomic_write_text(written["md"], _markdown(results, plots))

@@ -182,6 +182,7 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
     teacher's own variants, which share its embedding space)."""
     scores = []
     opened: dict[tuple[str, int], Any] = {}  # one session per variant and input length, shared by its tasks
+    references = {ref.name for ref in (_reference(variants, run) for run in {v.run for v in variants}) if ref}
 
     def encoder_for(variant: Variant, max_length: int):
         if (variant.name, max_length) not in opened:
@@ -204,7 +205,6 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
             log.info("%-28s %-14s %s %.4f", variant.name, task.name, task.headline,
                      next(s["value"] for s in scores[::-1] if s["task"] == task.name and s["language"] is None
                           and s["metric"] == task.headline))
-        references = {_reference(variants, v.run).name for v in variants if _reference(variants, v.run)}
         for key in [k for k in opened if k[0] == variant.name and variant.name not in references]:
             del opened[key]  # done with this variant; references stay open for the others
     return scores
@@ -266,13 +266,13 @@ def _torch_parameters(variant: Variant) -> int:
 def summary(results: dict[str, Any]) -> str:
     """A short text table for the terminal: per variant, size, p50 at the reference shape, peak throughput
     and the headline score of each task."""
-    from bench.report import _headline_scores, headline_metrics, reference_shapes
+    from bench.report import headline_metrics, headline_scores, reference_shapes
 
     shapes = reference_shapes(results)
     provider = results["settings"]["providers"][0]
     batch, seq = shapes.get(provider, (None, None))
     metrics = headline_metrics(results)
-    headline = _headline_scores(results)
+    headline = headline_scores(results)
     header = ["variant", "MB", f"p50 ms b{batch}×{seq}", "best seq/s"] + [f"{t} {m}" for t, m in metrics.items()]
     rows = []
     for v in results["variants"]:

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -26,14 +26,14 @@ _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "
               "onnxruntime-gpu", "relation-compress")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; results are for everyone who can read the folder
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,6 +41,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_bytes`` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager
@@ -77,10 +82,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape a run's results, plus Python's."""
+def library_versions(names: Iterable[str] = _LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``names`` (default: the libraries that shape a run's results), plus Python's;
+    read from package metadata, so nothing is imported."""
     versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
+    for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions

@@ -8,17 +8,19 @@ continues where it stopped and any candidate can be exported or fine-tuned like 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from bench.evaluate import headline
 from bench.tasks import TaskSpec, load_task
 from compress import distill
 from compress.config import DistillConfig
 from compress.errors import UserError
 from compress.evaluation import evaluate_model
-from compress.run_dir import RunDir, atomic_write_text
+from compress.run_dir import RunDir, atomic_write_bytes, atomic_write_text
 from compress.teacher import load_teacher_config
 from compress.train_loop import CHECKPOINT
 
@@ -80,8 +82,7 @@ def run(cfg: DistillConfig, out: Path, *, teacher_layers: str, tasks: list[str],
 
 
 def headline_of(row: dict, task: TaskSpec) -> float | None:
-    return next((s["value"] for s in row["scores"] if s["task"] == task.name and s["metric"] == task.headline
-                 and s["language"] is None), None)
+    return headline(row["scores"], task)
 
 
 def sweep_table(result: dict, specs: list[TaskSpec]) -> str:
@@ -122,7 +123,7 @@ def plot_sweep(result: dict, specs: list[TaskSpec], path: Path) -> None:
     ax.set_title(f"Teacher-layer sweep, {result['steps']} steps each")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
