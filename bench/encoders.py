@@ -16,6 +16,7 @@ import numpy as np
 from bench.metrics import mean_pool
 from bench.tokenization import encode_batch, load_tokenizer
 from compress.errors import UserError
+from export.fusion import CPU_SESSION_CONFIG
 
 
 class Encoder(Protocol):
@@ -57,6 +58,9 @@ class OrtEncoder:
         if not model.is_file():
             raise UserError(f"{folder} has no model.onnx: run `compress export` first")
         options = ort.SessionOptions()
+        if provider == "CPUExecutionProvider":
+            for entry, value in CPU_SESSION_CONFIG.items():
+                options.add_session_config_entry(entry, value)
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), options, providers=[provider])

@@ -1,8 +1,11 @@
 """How faithful are INT8 variants of a real encoder? Mean-pooled embeddings against PyTorch FP32.
 
-Exports MODEL (any HF folder) to FP32 ONNX, quantizes it (ours: dynamic per-channel and static QDQ; optimum's
-ORTQuantizer with the avx512_vnni dynamic config), and reports for N real sentences: mean and worst cosine
-to PyTorch FP32 and nearest-neighbour agreement — the figures a search index would notice.
+Exports MODEL (any HF folder) to FP32 ONNX, quantizes it (ours: dynamic per-channel on the CPU-fused graph as
+`compress export --int8` does, the same on the unfused graph, and static QDQ; optimum's ORTQuantizer with the
+avx512_vnni dynamic config), and reports for N real sentences: mean and worst cosine to PyTorch FP32 and
+nearest-neighbour agreement — the figures a search index would notice. A last row runs the PyTorch model in
+bfloat16: how much agreement a near-lossless format (mean cosine ≈ 0.9999) keeps on the same sentences, i.e.
+how fragile the sentences' nearest neighbours are.
 
     python bench/int8_fidelity.py "$(compress assets path minilm)" --corpus "$(compress assets path chatterbot-en)"
 """
@@ -20,9 +23,29 @@ from transformers import AutoModel, AutoTokenizer
 
 from compress.corpus import expand_pattern, read_corpus
 from export.isa import cpu_features, needs_reduced_range
+from export.fusion import cpu_session_options, fuse_for_cpu
 from export.onnx_export import export_fp32
 from export.parity import compare, encode
 from export.quantize import quantize_dynamic_int8, quantize_static_int8
+
+
+class _TorchBf16:
+    """The PyTorch model in bfloat16 behind the two methods :func:`export.parity.compare` calls on a session."""
+
+    def __init__(self, model_dir: str):
+        import torch
+
+        self.torch, self.model = torch, AutoModel.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.model.config.type_vocab_size > 1 else [])
+        self.inputs = [argparse.Namespace(name=n) for n in names]
+
+    def get_inputs(self):
+        return self.inputs
+
+    def run(self, names, feed):
+        with self.torch.no_grad():
+            out = self.model(**{k: self.torch.from_numpy(v) for k, v in feed.items()})
+        return [getattr(out, name).float().numpy() for name in names]
 
 
 def qat_variant(args, lines: list[str], held_out: set[str], work: Path, reduce: bool, lr: float) -> Path:
@@ -44,7 +67,9 @@ def qat_variant(args, lines: list[str], held_out: set[str], work: Path, reduce: 
     student.eval().save_pretrained(work / "student")
     tokenizer.save_pretrained(work / "student")
     fp32 = export_fp32(work / "student", work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
-    quantize_dynamic_int8(fp32, work / "int8.onnx", reduce_range=reduce, quantize_embeddings=False)
+    c = student.config
+    fuse_for_cpu(fp32, work / "fused.onnx", model_type=c.model_type, num_heads=c.num_attention_heads, hidden_size=c.hidden_size)
+    quantize_dynamic_int8(work / "fused.onnx", work / "int8.onnx", reduce_range=reduce, quantize_embeddings=False)
     return work / "int8.onnx"
 
 
@@ -69,8 +94,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fp32 = export_fp32(Path(args.model), work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
-        paths = {"fp32": fp32, "int8-dynamic": work / "dyn.onnx", "int8-static": work / "static.onnx"}
-        quantize_dynamic_int8(fp32, paths["int8-dynamic"], reduce_range=reduce, quantize_embeddings=False)
+        paths = {"fp32": fp32, "int8": work / "int8.onnx", "int8-unfused": work / "dyn.onnx", "int8-static": work / "static.onnx"}
+        config = model.config
+        fuse_for_cpu(fp32, work / "fused.onnx", model_type=config.model_type, num_heads=config.num_attention_heads,
+                     hidden_size=config.hidden_size)
+        quantize_dynamic_int8(work / "fused.onnx", paths["int8"], reduce_range=reduce, quantize_embeddings=False)
+        quantize_dynamic_int8(fp32, paths["int8-unfused"], reduce_range=reduce, quantize_embeddings=False)
         quantize_static_int8(fp32, paths["int8-static"], encode(tokenizer, calib), reduce_range=reduce, quantize_embeddings=False)
         from optimum.onnxruntime import ORTQuantizer
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
@@ -80,8 +109,11 @@ def main() -> None:
         paths["optimum-int8"] = next((work / "optimum").glob("*.onnx"))
         for lr in args.qat_lr if args.qat_steps else []:
             paths[f"int8-qat-lr{lr:g}"] = qat_variant(args, lines, set(test), work / f"qat{lr:g}", reduce, lr)
-        for name, path in paths.items():
-            r = compare(model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), batches)
+        sessions = {name: ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
+                    for name, path in paths.items()}
+        sessions["pytorch-bf16"] = _TorchBf16(args.model)
+        for name, session in sessions.items():
+            r = compare(model, session, batches)
             results[name] = r.as_dict()
             print(f"{name:>13}: mean cosine {r.mean_cosine:.4f}  worst {r.min_cosine:.4f}  "
                   f"nearest-neighbour agreement {100 * r.nn_agreement:.1f}%  ({r.samples} sentences)")

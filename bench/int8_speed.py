@@ -1,16 +1,19 @@
 """INT8 against FP32 on ONNX Runtime (CPU), and this project's export against optimum's own path.
 
 For each model shape (random BERT weights: speed does not depend on their values), it builds:
-  fp32             our FP32 export (optimum's exporter, checked against PyTorch)
-  fp32-fused       + ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu)
-  int8-dynamic     ORT dynamic INT8, per-channel signed weights, on the unfused graph
-  int8-fused       ORT dynamic INT8 on the fused graph (QAttention)
+  fp32             our FP32 export (optimum's exporter, checked against PyTorch; the portable graph)
+  fp32-fused       + our CPU fusions (export.fusion: Attention, BiasGelu; no SkipLayerNorm)
+  int8             `compress export --int8`: ORT dynamic INT8 (per-channel signed weights) of fp32-fused
+  int8-unfused     the same quantization of the unfused graph (`fuse=false`)
+  int8-ort-fused   dynamic INT8 of ONNX Runtime's full fusion set (with SkipLayerNormalization)
   int8-static      static QDQ INT8 (min-max calibration on real-looking text)
   optimum-fp32     `optimum-cli export onnx` + ORTOptimizer O2
   optimum-int8     ORTQuantizer with AutoQuantizationConfig.avx512_vnni (dynamic) on the plain export
                    (on the O2 graph it fails with ORT 1.31)
-and times every variant in alternating rounds (noise hits all alike) at each batch size × length, with
-a fixed thread count. Prints latency (median) and the ratios a reader needs.
+Our variants run with export.fusion's CPU session options (SkipLayerNorm fusion off, as `compress bench` runs
+them); optimum's and int8-ort-fused with ONNX Runtime's defaults, as their users would. Every variant is timed
+in alternating rounds (noise hits all alike) at each batch size × length, with a fixed thread count. Prints
+latency (median) and the ratios a reader needs.
 
     python bench/int8_speed.py                      # 12×384 and 6×384, batch 1 and 8, length 128, 2 threads
 """
@@ -45,19 +48,23 @@ def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[
     from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
+    from export.fusion import fuse_for_cpu
     from export.onnx_export import export_fp32
     from export.quantize import quantize_dynamic_int8, quantize_static_int8
 
     out: dict[str, Path] = {}
     fp32 = export_fp32(model_dir, work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
     out["fp32"] = fp32
-    fused = work / "fp32-fused.onnx"
-    optimize_model(str(fp32), model_type="bert", num_heads=hidden // 32, hidden_size=hidden).save_model_to_file(str(fused))
-    out["fp32-fused"] = fused
-    out["int8-dynamic"] = work / "int8-dynamic.onnx"
-    quantize_dynamic_int8(fp32, out["int8-dynamic"], reduce_range=False, quantize_embeddings=False)
-    out["int8-fused"] = work / "int8-fused.onnx"
-    quantize_dynamic_int8(fused, out["int8-fused"], reduce_range=False, quantize_embeddings=False)
+    out["fp32-fused"] = work / "fp32-fused.onnx"
+    fuse_for_cpu(fp32, out["fp32-fused"], model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
+    out["int8"] = work / "int8.onnx"
+    quantize_dynamic_int8(out["fp32-fused"], out["int8"], reduce_range=False, quantize_embeddings=False)
+    out["int8-unfused"] = work / "int8-unfused.onnx"
+    quantize_dynamic_int8(fp32, out["int8-unfused"], reduce_range=False, quantize_embeddings=False)
+    ort_fused = work / "ort-fused.onnx"
+    optimize_model(str(fp32), model_type="bert", num_heads=hidden // 32, hidden_size=hidden).save_model_to_file(str(ort_fused))
+    out["int8-ort-fused"] = work / "int8-ort-fused.onnx"
+    quantize_dynamic_int8(ort_fused, out["int8-ort-fused"], reduce_range=False, quantize_embeddings=False)
     out["int8-static"] = work / "int8-static.onnx"
     quantize_static_int8(fp32, out["int8-static"], calib, reduce_range=False, quantize_embeddings=False)
 
@@ -72,8 +79,13 @@ def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[
     return out
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
+ORT_DEFAULTS = {"int8-ort-fused", "optimum-fp32", "optimum-int8"}  # run as their own users run them
+
+
+def session(path: Path, threads: int, ours: bool = True) -> ort.InferenceSession:
+    from export.fusion import cpu_session_options
+
+    opts = cpu_session_options() if ours else ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
@@ -109,7 +121,7 @@ def main() -> None:
                 ids = rng.integers(1000, 30000, size=(8, args.seq_len))
                 calib.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
             paths = variants(model_dir, work, layers, hidden, calib)
-            sessions = {name: session(p, args.threads) for name, p in paths.items()}
+            sessions = {name: session(p, args.threads, ours=name not in ORT_DEFAULTS) for name, p in paths.items()}
             shape_result = {}
             for bs in map(int, args.batch_sizes.split(",")):
                 ids = rng.integers(1000, 30000, size=(bs, args.seq_len)).astype(np.int64)
@@ -129,8 +141,9 @@ def main() -> None:
                 print(f"\n{shape}  batch {bs} × {args.seq_len}, {args.threads} threads: median ms per call")
                 for name, ms in med.items():
                     print(f"  {name:>14}: {ms:8.2f} ms   {med['fp32'] / ms:5.2f}× vs fp32")
-                print(f"  ours int8-fused vs optimum-int8: {med['optimum-int8'] / med['int8-fused']:.2f}×;"
-                      f" ours fp32-fused vs optimum-fp32: {med['optimum-fp32'] / med['fp32-fused']:.2f}×")
+                print(f"  ours int8 vs fp32-fused: {med['fp32-fused'] / med['int8']:.2f}×; "
+                      f"ours int8 vs optimum-int8: {med['optimum-int8'] / med['int8']:.2f}×; "
+                      f"ours fp32-fused vs optimum-fp32: {med['optimum-fp32'] / med['fp32-fused']:.2f}×")
             shape_result["size_mib"] = {name: p.stat().st_size / 2**20 for name, p in paths.items()}
             results["shapes"][shape] = shape_result
     if args.json:

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from compress.errors import UserError, first_line
+from export.fusion import CPU_SESSION_CONFIG
 
 __all__ = ["PROVIDERS", "check_provider", "make_session", "SessionRunner", "make_feeds", "providers_used"]
 
@@ -65,7 +66,8 @@ def check_provider(name: str) -> str:
 
 def make_session(onnx_path: Path | str, provider: str, threads: int | None, *, device_id: int = 0,
                  trt_fp16: bool = False, trt_cache_dir: Path | str | None = None) -> ort.InferenceSession:
-    """An InferenceSession on ``provider`` (cpu, cuda or tensorrt) with all graph optimisations.
+    """An InferenceSession on ``provider`` (cpu, cuda or tensorrt) with all graph optimisations (on CPU, all but
+    SkipLayerNorm fusion: :mod:`export.fusion`).
 
     ``threads`` sets ``intra_op_num_threads`` (``None``: ONNX Runtime's default, one per physical core); the
     execution is sequential with one inter-op thread. TensorRT runs with CUDA and then CPU as fall-backs for the
@@ -90,6 +92,8 @@ def make_session(onnx_path: Path | str, provider: str, threads: int | None, *, d
     cuda = ("CUDAExecutionProvider", {"device_id": device_id})
     if key == "cpu":
         providers: list = ["CPUExecutionProvider"]
+        for entry, value in CPU_SESSION_CONFIG.items():  # SkipLayerNorm fusion is slower on CPU (export.fusion)
+            options.add_session_config_entry(entry, value)
     elif key == "cuda":
         providers = [cuda, "CPUExecutionProvider"]
     else:

@@ -14,6 +14,7 @@ from compress.config import ExportConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
 from compress.errors import UserError, first_line
 from compress.run_dir import RunDir, atomic_write_text, library_versions, now, sha256_of
+from export.fusion import cpu_session_options, fuse_for_cpu
 from export.isa import cpu_features, needs_reduced_range
 from export.onnx_export import TASKS, export_fp32
 from export.parity import ParityReport, compare, encode, random_batches
@@ -61,7 +62,7 @@ def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str], li
 def _session(path: Path):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
 
 
 def _weights_sha256(model_dir: Path) -> str | None:
@@ -129,13 +130,34 @@ def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str
     return report
 
 
-def _quantized_copy(fp32_dir: Path, dst: Path, quantize) -> Path:
-    """``dst`` = ``fp32_dir``'s config/tokenizer + ``quantize(src_onnx, dst_onnx)``, via a temp folder."""
+def _fusion_source(cfg, fp32_dir: Path, model, batches, name: str) -> tuple[Path, dict[str, Any]]:
+    """The FP32 graph dynamic INT8 is made from, and what was fused: ``fp32_dir``'s graph with ONNX Runtime's
+    CPU fusions (:mod:`export.fusion`) when ``cfg.fuse`` and the fused graph still matches PyTorch within
+    ``cfg.fp32_tolerance``; the unfused graph otherwise (logged and recorded)."""
+    plain = fp32_dir / "model.onnx"
+    if not cfg.fuse or cfg.int8_method != "dynamic":
+        return plain, {"fused": False}
+    fused = fp32_dir.parent / f".{name}.fused.onnx"
+    config = model.config
+    ops = fuse_for_cpu(plain, fused, model_type=config.model_type, num_heads=config.num_attention_heads,
+                       hidden_size=config.hidden_size)
+    check = compare(model, _session(fused), batches)
+    if not ops or check.max_abs_diff > cfg.fp32_tolerance:
+        log.warning("ONNX Runtime's fusions %s (max abs diff %.2e to PyTorch): quantizing the unfused graph",
+                    "changed the outputs" if ops else "found nothing to fuse", check.max_abs_diff)
+        fused.unlink()
+        return plain, {"fused": False, "fused_ops": dict(ops), "fused_max_abs_diff": check.max_abs_diff}
+    return fused, {"fused": True, "fused_ops": dict(ops), "fused_max_abs_diff": check.max_abs_diff}
+
+
+def _quantized_copy(fp32_dir: Path, dst: Path, quantize, src: Path | None = None) -> Path:
+    """``dst`` = ``fp32_dir``'s config/tokenizer + ``quantize(src, dst_onnx)`` (``src`` defaults to
+    ``fp32_dir``'s model.onnx), via a temp folder."""
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(fp32_dir, tmp, ignore=shutil.ignore_patterns("model.onnx"))
     try:
-        quantize(fp32_dir / "model.onnx", tmp / "model.onnx")
+        quantize(src or fp32_dir / "model.onnx", tmp / "model.onnx")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -198,8 +220,11 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     student.save_pretrained(qat_dir / "student")
     tokenizer.save_pretrained(qat_dir / "student")
     fp32_dir = export_fp32(qat_dir / "student", qat_dir / "fp32", task=TASKS["student"], opset=cfg.opset)
+    source, fusion = _fusion_source(cfg, fp32_dir, student, batches, "int8-qat")
     tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", lambda src, dst: quantize_dynamic_int8(
-        src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings))
+        src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
+    if fusion["fused"]:
+        source.unlink()
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
     prepare(student, spec, reduce_range=reduce_range)
@@ -209,7 +234,7 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     log.info("int8-qat: mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%; ORT vs fake-quant max diff %.2e",
              result.mean_cosine, result.min_cosine, 100 * result.nn_agreement, fake_quant.max_abs_diff)
     return {**result.as_dict(), "size_bytes": _size(run_dir.path / STAGE / "int8-qat"), "method": "dynamic+qat",
-            "reduce_range": reduce_range, "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
+            "reduce_range": reduce_range, **fusion, "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
             "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
             "op_counts": dict(sorted(op_counts(run_dir.path / STAGE / "int8-qat" / "model.onnx").items()))}
 
@@ -224,11 +249,14 @@ def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, ba
 
         def quantize(src, dst):
             quantize_static_int8(src, dst, calibration, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
-    tmp = _quantized_copy(fp32_dir, int8_dir, quantize)
+    source, fusion = _fusion_source(cfg, fp32_dir, model, batches, "int8")
+    tmp = _quantized_copy(fp32_dir, int8_dir, quantize, source)
+    if fusion["fused"]:
+        source.unlink()
     result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
     _accept(tmp, int8_dir, result, cfg, cfg.int8_method)
     log.info("int8 (%s): mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%",
              cfg.int8_method, result.mean_cosine, result.min_cosine, 100 * result.nn_agreement)
     return {**result.as_dict(), "size_bytes": _size(int8_dir), "method": cfg.int8_method, "reduce_range": reduce_range,
-            "quantized_embeddings": cfg.quantize_embeddings,
+            **fusion, "quantized_embeddings": cfg.quantize_embeddings,
             "op_counts": dict(sorted(op_counts(int8_dir / "model.onnx").items()))}

@@ -32,8 +32,13 @@ def test_fp32_and_dynamic_int8(distilled, capsys):
     assert variants["fp32"]["max_abs_diff"] < 1e-4 and variants["fp32"]["samples"] > 10
     int8 = variants["int8"]
     assert int8["method"] == "dynamic" and int8["mean_cosine"] > 0.99
-    # 2 layers × 6 Linear projections become integer matmuls; none is left in float.
-    assert int8["op_counts"]["MatMulInteger"] == 12 and int8["op_counts"]["DynamicQuantizeLinear"] >= 1
+    # Fused for the CPU (export.fusion): per layer one QAttention (Q, K, V in INT8) and 3 integer matmuls
+    # (attention output, FFN in and out); no float Linear left, and no SkipLayerNormalization.
+    assert int8["fused"] and int8["fused_ops"]["Attention"] == 2 and int8["fused_max_abs_diff"] < 1e-4
+    ops = int8["op_counts"]
+    assert ops["QAttention"] == 2 and ops["MatMulInteger"] == 6 and ops["DynamicQuantizeLinear"] >= 1
+    assert "MatMul" not in ops and "SkipLayerNormalization" not in ops
+    assert not list((distilled / "export").glob(".*")), "temporary files left in export/"
     assert int8["size_bytes"] < variants["fp32"]["size_bytes"]
     stage = json.loads((distilled / "manifest.json").read_text())["stages"]["export"]
     assert stage["status"] == "complete" and set(stage["outputs"]) == {"fp32", "int8", "parity"}
@@ -51,6 +56,16 @@ def test_fp32_and_dynamic_int8(distilled, capsys):
         names = {i.name for i in session.get_inputs()}
         ref = session.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
         np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+
+
+def test_unfused_dynamic_int8(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    """``fuse=false``: the portable graph, 2 layers × 6 Linear projections as integer matmuls."""
+    run_dir = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
+    result = run_cli(["export", run_dir, "--int8", "fuse=false"], capsys)
+    assert result.code == 0, result.stderr
+    int8 = _parity(run_dir)["int8"]
+    assert not int8["fused"] and int8["op_counts"]["MatMulInteger"] == 12 and "QAttention" not in int8["op_counts"]
 
 
 def test_static_int8_is_a_qdq_graph(tiny_bert_dir, corpus_file, tmp_path, capsys):

@@ -62,6 +62,7 @@ def test_export_qat_lowers_the_loss_and_matches_fake_quant(tiny_bert_dir, corpus
     losses = [json.loads(line)["loss"] for line in (run_dir / "export" / "qat" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 20 and sum(losses[-5:]) < sum(losses[:5])
     variant = json.loads((run_dir / "export" / "parity.json").read_text())["variants"]["int8-qat"]
-    assert variant["method"] == "dynamic+qat" and variant["op_counts"]["MatMulInteger"] == 12
+    assert variant["method"] == "dynamic+qat" and variant["fused"]  # QAttention (Q, K, V) + 3 integer matmuls per layer
+    assert variant["op_counts"]["QAttention"] == 2 and variant["op_counts"]["MatMulInteger"] == 6
     assert variant["ort_vs_fake_quant_max_abs_diff"] < 0.05
     assert (run_dir / "export" / "int8-qat" / "model.onnx").exists()
