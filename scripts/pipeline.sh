@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the offline assets: distill → finetune → export --int8 --qat → bench.
 #   scripts/pipeline.sh demo  [RUN]   multilingual-e5-small → 6×384 student (about 20 min on a 2-core CPU)
-#   scripts/pipeline.sh quick [RUN]   all-MiniLM-L6-v2 → 3×384 English student (about 5 min)
+#   scripts/pipeline.sh quick [RUN]   all-MiniLM-L6-v2 → 3×384 English student (under 5 min)
 # Every step is skipped when its output is complete and resumed when it was interrupted, so running the
 # script again after Ctrl-C continues where it stopped. COMPRESS=path/to/compress overrides the command.
 set -euo pipefail
@@ -11,11 +11,13 @@ case $MODE in
   demo)
     RUN=${2:-runs/demo}; PRESET=configs/distill/demo-multilingual.yaml; TEACHER=e5; CORPUS=chatterbot
     TASKS=(--task sentiment-en --task langid --task bitext --task fidelity)
-    FINETUNE=(--epochs 2 --max-train-examples 4000); QAT_STEPS=100; EVAL=1000 ;;
+    FINETUNE=(--epochs 2 --max-train-examples 4000); QAT_STEPS=100; EVAL=1000
+    SHAPES=(--batch-sizes 1,8 --seq-lengths 32,128 --min-time 0.5) ;;
   quick)
     RUN=${2:-runs/quick}; PRESET=configs/distill/quick-english.yaml; TEACHER=minilm; CORPUS=chatterbot-en
     TASKS=(--task sentiment-en --task fidelity)
-    FINETUNE=(--epochs 1 --max-train-examples 2000); QAT_STEPS=40; EVAL=500 ;;
+    FINETUNE=(--epochs 1 --max-train-examples 2000); QAT_STEPS=30; EVAL=500
+    SHAPES=(--batch-sizes 1,8 --seq-lengths 128 --min-time 0.3) ;;
   *) echo "usage: $0 demo|quick [RUN_DIR]" >&2; exit 2 ;;
 esac
 
@@ -37,4 +39,4 @@ stage_done export || $C export "$RUN" --int8 --qat --qat-steps $QAT_STEPS $(resu
 stage_done export/sentiment-en || $C export "$RUN" --model sentiment-en --int8
 stage_done export/teacher || $C export "$RUN" --model teacher
 echo "== 4/4 bench"
-$C bench "$RUN" "${TASKS[@]}" --batch-sizes 1,8 --seq-lengths 32,128 --min-time 0.5 max_eval_examples=$EVAL
+$C bench "$RUN" "${TASKS[@]}" "${SHAPES[@]}" max_eval_examples=$EVAL
