@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
+from export.fusion import cpu_session_options
 from tests.cli_runner import run_cli
 
 SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "4", "--max-length", "32", "--steps", "2"]
@@ -50,12 +51,14 @@ def test_fp32_and_dynamic_int8(distilled, capsys):
         folder = distilled / "export" / name
         tokenizer = AutoTokenizer.from_pretrained(folder)
         enc = tokenizer(["hello world", "a longer sentence here"], padding=True, return_tensors="np")
-        model = ORTModelForFeatureExtraction.from_pretrained(folder)
-        out = model(**{k: v for k, v in enc.items()}).last_hidden_state
         session = ort.InferenceSession(str(folder / "model.onnx"))
         names = {i.name for i in session.get_inputs()}
         ref = session.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
-        np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+        # with ORT's defaults, and with the CPU session options the README tells users to pass
+        for options in (None, cpu_session_options()):
+            model = ORTModelForFeatureExtraction.from_pretrained(folder, session_options=options)
+            out = model(**{k: v for k, v in enc.items()}).last_hidden_state
+            np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
 
 
 def test_unfused_dynamic_int8(tiny_bert_dir, corpus_file, tmp_path, capsys):
