@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The distillations of the small-scale reproduction (docs/results.md), at equal training compute:
 # MiniLMv2 relation distillation from teacher layers 8/10/12 (the layer sweep; layer 12 is the main
-# student), a hidden-state MSE baseline, and a student initialised from every other teacher layer with
-# no distillation. `scripts/study_evaluate.sh` scores them. Resumable: re-run after an interruption.
+# student), a hidden-state MSE baseline, a student initialised from every other teacher layer with
+# no distillation, and the same initialisation followed by relation distillation. `scripts/study_evaluate.sh` scores them. Resumable: re-run after an interruption.
 set -euo pipefail
 OUT=${OUT:-runs/study}
 STEPS=${STEPS:-300}
@@ -21,3 +21,6 @@ R=$OUT/hidden-mse
 done_ $R || $COMPRESS distill --config $PRESET --teacher "$T" --corpus "$C" --run-dir $R --steps $STEPS loss.objective=hidden_mse $(resume $R)
 R=$OUT/init-every-other
 done_ $R || $COMPRESS distill --config $PRESET --teacher "$T" --corpus "$C" --run-dir $R --steps 0 "student.init_from_teacher_layers=[2,4,6,8,10,12]"
+R=$OUT/init-every-other-relations
+done_ $R || $COMPRESS distill --config $PRESET --teacher "$T" --corpus "$C" --run-dir $R --steps $STEPS \
+  "student.init_from_teacher_layers=[2,4,6,8,10,12]" $(resume $R)

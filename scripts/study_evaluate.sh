@@ -13,10 +13,10 @@ $C assets build --only e5,chatterbot,sentiment,langid,bitext >/dev/null
 # The layer sweep: its distillations are already done by study_distill.sh (same config), so this scores them.
 $C sweep-layers --config $PRESET --teacher "$($C assets path e5)" --corpus "$($C assets path chatterbot)" \
   --run-dir $OUT/sweep --teacher-layers 8,10,12 --steps $STEPS "${TASKS[@]}"
-for R in hidden-mse init-every-other; do
+for R in hidden-mse init-every-other init-every-other-relations; do
   $C evaluate $OUT/$R "${TASKS[@]}"
 done
-for R in sweep/layer-12 hidden-mse init-every-other; do
+for R in sweep/layer-12 hidden-mse init-every-other init-every-other-relations; do
   [ -d $OUT/$R/finetune/sentiment-en ] || $C finetune $OUT/$R "${FINETUNE[@]}" \
     $([ -e $OUT/$R/finetune/.sentiment-en.work/checkpoint.pt ] && echo --resume)
 done

@@ -50,6 +50,7 @@ def fmt(value: float | None) -> str:
 def main(out: Path) -> None:
     rows = [row("MiniLMv2 relations, teacher layer 12 (last)", out / "sweep" / "layer-12"),
             row("(a) init from teacher layers 2,4,…,12, no distillation", out / "init-every-other"),
+            row("(a′) init from teacher layers 2,4,…,12, then relations (layer 12)", out / "init-every-other-relations"),
             row("(b) hidden-state MSE distillation (layer 12)", out / "hidden-mse")]
     sweep = json.loads((out / "sweep" / "sweep.json").read_text())
     teacher = next(r for r in sweep["rows"] if r["teacher_layer"] == "teacher")

@@ -132,6 +132,8 @@ def tiny_bert_onnx(tiny_bert_dir_shared, tmp_path_factory) -> Path:
 def test_cpu_session_end_to_end(tiny_bert_onnx):
     session = make_session(tiny_bert_onnx / "model.onnx", "cpu", threads=1)
     assert providers_used(session) == ["CPUExecutionProvider"]
+    key = "optimization.disable_specified_optimizers"  # SkipLayerNorm fusion off on CPU (export.fusion)
+    assert session.get_session_options().get_session_config_entry(key) == "SkipLayerNormFusion"
     names = [i.name for i in session.get_inputs()]
     feeds = make_feeds(load_tokenizer(tiny_bert_onnx, 512), SAMPLE_TEXT, 2, 24, names)
     assert set(feeds) == set(names)

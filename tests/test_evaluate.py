@@ -179,6 +179,8 @@ def task_dir(tmp_path_factory):
 def test_ort_and_torch_give_the_same_scores(exported, task_dir):
     model_dir, onnx_dir = exported
     torch_enc, ort_enc = TorchEncoder(model_dir), OrtEncoder(onnx_dir)
+    assert ort_enc.session.get_session_options().get_session_config_entry(
+        "optimization.disable_specified_optimizers") == "SkipLayerNormFusion"
     texts = SAMPLE_BY_LANGUAGE["en"]
     np.testing.assert_allclose(ort_enc.embed(texts), torch_enc.embed(texts), atol=1e-4)
 
