@@ -220,10 +220,37 @@ def build_config(
     for key, value in (flags or {}).items():
         if value is not None:
             set_dotted(tree, key, value)
+    _fill_nested_defaults(model, tree)
     try:
         return model.model_validate(tree)
     except ValidationError as err:
         raise UserError(f"invalid config ({source}{' + overrides' if overrides else ''}): {describe(err)}") from None
+
+
+def _fill_nested_defaults(model: type[BaseModel], tree: dict[str, Any]) -> None:
+    """Complete each partial sub-config in ``tree`` from the field's own default, in place.
+
+    Without this, ``qat_train.steps=30`` would build ``TrainConfig(steps=30)`` from TrainConfig's class defaults
+    (distillation's lr 6e-4) instead of changing one key of ExportConfig's QAT defaults (lr 2e-5).
+    """
+    for name, field in model.model_fields.items():
+        sub = tree.get(name)
+        if not isinstance(sub, dict):
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            merged = default.model_dump()
+            _deep_update(merged, sub)
+            tree[name] = merged
+            _fill_nested_defaults(type(default), merged)
+
+
+def _deep_update(target: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
 
 
 def describe(err: ValidationError) -> str:

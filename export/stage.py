@@ -164,13 +164,14 @@ def _quantized_copy(fp32_dir: Path, dst: Path, quantize, src: Path | None = None
     return tmp
 
 
-def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what: str) -> None:
+def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what: str,
+            hint: str = "try --qat") -> None:
     """Move ``tmp`` to ``dst`` unless its fidelity is under ``min_int8_cosine`` (then it is deleted)."""
     if result.mean_cosine < cfg.min_int8_cosine and not cfg.force:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"INT8 ({what}) embeddings keep only {result.mean_cosine:.4f} mean cosine "
                         f"(worst {result.min_cosine:.4f}) to PyTorch, under export.min_int8_cosine={cfg.min_int8_cosine}: "
-                        "not written; try --qat or --int8-method dynamic, or --force to keep it")
+                        f"not written; {hint}, or --force to keep it")
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
 
@@ -229,7 +230,8 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
     prepare(student, spec, reduce_range=reduce_range)
     fake_quant = compare(student, session, batches)  # ORT INT8 against the fake-quantized PyTorch model
-    _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT")
+    _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT",
+            hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
     shutil.rmtree(fp32_dir, ignore_errors=True)
     log.info("int8-qat: mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%; ORT vs fake-quant max diff %.2e",
              result.mean_cosine, result.min_cosine, 100 * result.nn_agreement, fake_quant.max_abs_diff)
@@ -254,9 +256,11 @@ def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, ba
     if fusion["fused"]:
         source.unlink()
     result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
-    _accept(tmp, int8_dir, result, cfg, cfg.int8_method)
-    log.info("int8 (%s): mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%",
-             cfg.int8_method, result.mean_cosine, result.min_cosine, 100 * result.nn_agreement)
+    _accept(tmp, int8_dir, result, cfg, cfg.int8_method,
+            hint="try --int8-method dynamic or --qat" if cfg.int8_method == "static" else "try --qat")
+    agreement = (f"same prediction {100 * result.prediction_agreement:.1f}%" if result.prediction_agreement is not None
+                 else f"nearest-neighbour agreement {100 * result.nn_agreement:.1f}%")
+    log.info("int8 (%s): mean cosine %.5f, worst %.5f, %s", cfg.int8_method, result.mean_cosine, result.min_cosine, agreement)
     return {**result.as_dict(), "size_bytes": _size(int8_dir), "method": cfg.int8_method, "reduce_range": reduce_range,
             **fusion, "quantized_embeddings": cfg.quantize_embeddings,
             "op_counts": dict(sorted(op_counts(int8_dir / "model.onnx").items()))}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.config import DistillConfig, build_config, load_yaml
+from compress.config import DistillConfig, ExportConfig, build_config, load_yaml
 from compress.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -38,6 +38,17 @@ def test_precedence_defaults_file_overrides_flags():
     assert cfg.student.layers == 2  # a flag left unset does not override
     assert cfg.loss.weights["vv"] == 2.0
     assert cfg.train.batch_size == DistillConfig().train.batch_size  # default
+
+
+def test_one_nested_key_keeps_the_fields_own_defaults():
+    """``--qat-steps 30`` changes one key of ExportConfig's QAT defaults (lr 2e-5, no weight decay); it must not
+    fall back to TrainConfig's class defaults (distillation's lr 6e-4), as it once did."""
+    defaults = ExportConfig().qat_train
+    cfg = build_config(ExportConfig, overrides=["qat_train.log_every=1"], flags={"qat_train.steps": 30})
+    assert cfg.qat_train.steps == 30 and cfg.qat_train.log_every == 1
+    assert cfg.qat_train.lr == defaults.lr == 2e-5 and cfg.qat_train.weight_decay == defaults.weight_decay == 0.0
+    with pytest.raises(UserError, match="qat_train.stpes"):
+        build_config(ExportConfig, overrides=["qat_train.stpes=3"])
 
 
 def test_bad_override_syntax():
