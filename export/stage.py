@@ -139,9 +139,13 @@ def _fusion_source(cfg, fp32_dir: Path, model, batches, name: str) -> tuple[Path
         return plain, {"fused": False}
     fused = fp32_dir.parent / f".{name}.fused.onnx"
     config = model.config
-    ops = fuse_for_cpu(plain, fused, model_type=config.model_type, num_heads=config.num_attention_heads,
-                       hidden_size=config.hidden_size)
-    check = compare(model, _session(fused), batches)
+    try:
+        ops = fuse_for_cpu(plain, fused, model_type=config.model_type, num_heads=config.num_attention_heads,
+                           hidden_size=config.hidden_size)
+        check = compare(model, _session(fused), batches)
+    except BaseException:
+        fused.unlink(missing_ok=True)
+        raise
     if not ops or check.max_abs_diff > cfg.fp32_tolerance:
         log.warning("ONNX Runtime's fusions %s (max abs diff %.2e to PyTorch): quantizing the unfused graph",
                     "changed the outputs" if ops else "found nothing to fuse", check.max_abs_diff)
@@ -222,10 +226,12 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     tokenizer.save_pretrained(qat_dir / "student")
     fp32_dir = export_fp32(qat_dir / "student", qat_dir / "fp32", task=TASKS["student"], opset=cfg.opset)
     source, fusion = _fusion_source(cfg, fp32_dir, student, batches, "int8-qat")
-    tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", lambda src, dst: quantize_dynamic_int8(
-        src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
-    if fusion["fused"]:
-        source.unlink()
+    try:
+        tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", lambda src, dst: quantize_dynamic_int8(
+            src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
+    finally:
+        if fusion["fused"]:
+            source.unlink()
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
     prepare(student, spec, reduce_range=reduce_range)
@@ -252,9 +258,11 @@ def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, ba
         def quantize(src, dst):
             quantize_static_int8(src, dst, calibration, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
     source, fusion = _fusion_source(cfg, fp32_dir, model, batches, "int8")
-    tmp = _quantized_copy(fp32_dir, int8_dir, quantize, source)
-    if fusion["fused"]:
-        source.unlink()
+    try:
+        tmp = _quantized_copy(fp32_dir, int8_dir, quantize, source)
+    finally:
+        if fusion["fused"]:
+            source.unlink()
     result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
     _accept(tmp, int8_dir, result, cfg, cfg.int8_method,
             hint="try --int8-method dynamic or --qat" if cfg.int8_method == "static" else "try --qat")
