@@ -24,6 +24,7 @@ class ParityReport:
     nn_agreement: float
     samples: int
     prediction_agreement: float | None = None  # classifiers: share of rows with the same predicted class
+    mean_abs_diff: float = 0.0  # over real tokens (encoders) or logits (classifiers)
 
     def as_dict(self) -> dict:
         return {k: round(v, 7) if isinstance(v, float) else v for k, v in asdict(self).items() if v is not None}
@@ -86,22 +87,25 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityReport:
     """Parity of ``session`` against ``model`` (in eval mode) over ``batches``. For a classifier the
     "embeddings" compared are its logit vectors."""
-    max_diff, pt_emb, ort_emb, same_class = 0.0, [], [], []
+    max_diff, pt_emb, ort_emb, same_class, abs_sum, count = 0.0, [], [], [], 0.0, 0
     for batch in batches:
         pt, ort = hidden_states(model, session, batch)
         if pt.ndim == 2:  # logits
             same_class.append(pt.argmax(1) == ort.argmax(1))
-            max_diff = max(max_diff, float(np.abs(pt - ort).max()))
+            diff = np.abs(pt - ort)
+            max_diff, abs_sum, count = max(max_diff, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
             pt_emb.append(pt.astype(np.float64))
             ort_emb.append(ort.astype(np.float64))
             continue
         valid = batch["attention_mask"].astype(bool)
-        max_diff = max(max_diff, float(np.abs(pt - ort)[valid].max()))
+        diff = np.abs(pt - ort)[valid]
+        max_diff, abs_sum, count = max(max_diff, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
         pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
         ort_emb.append(_mean_pool(ort, batch["attention_mask"]))
     a, b = _unit(np.concatenate(pt_emb)), _unit(np.concatenate(ort_emb))
     cos = np.clip((a * b).sum(1), -1.0, 1.0)
-    return ParityReport(max_abs_diff=max_diff, mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
+    return ParityReport(max_abs_diff=max_diff, mean_abs_diff=abs_sum / max(count, 1), mean_cosine=float(cos.mean()),
+                        min_cosine=float(cos.min()),
                         nn_agreement=nearest_neighbour_agreement(a, b), samples=len(a),
                         prediction_agreement=float(np.concatenate(same_class).mean()) if same_class else None)
 

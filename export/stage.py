@@ -239,11 +239,15 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT",
             hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
     shutil.rmtree(fp32_dir, ignore_errors=True)
-    log.info("int8-qat: mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%; ORT vs fake-quant max diff %.2e",
-             result.mean_cosine, result.min_cosine, 100 * result.nn_agreement, fake_quant.max_abs_diff)
+    log.info("int8-qat: mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%; ORT vs fake-quant: "
+             "mean abs diff %.1f%% of ORT vs FP32, max %.2e", result.mean_cosine, result.min_cosine,
+             100 * result.nn_agreement, 100 * fake_quant.mean_abs_diff / max(result.mean_abs_diff, 1e-12),
+             fake_quant.max_abs_diff)
     return {**result.as_dict(), "size_bytes": _size(run_dir.path / STAGE / "int8-qat"), "method": "dynamic+qat",
             "reduce_range": reduce_range, **fusion, "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
             "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
+            # the INT8 graph's distance to the fake-quantized model, as a share of its distance to FP32
+            "ort_vs_fake_quant_relative": round(fake_quant.mean_abs_diff / max(result.mean_abs_diff, 1e-12), 4),
             "op_counts": dict(sorted(op_counts(run_dir.path / STAGE / "int8-qat" / "model.onnx").items()))}
 
 

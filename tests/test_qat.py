@@ -65,4 +65,5 @@ def test_export_qat_lowers_the_loss_and_matches_fake_quant(tiny_bert_dir, corpus
     assert variant["method"] == "dynamic+qat" and variant["fused"]  # QAttention (Q, K, V) + 3 integer matmuls per layer
     assert variant["op_counts"]["QAttention"] == 2 and variant["op_counts"]["MatMulInteger"] == 6
     assert variant["ort_vs_fake_quant_max_abs_diff"] < 0.05
+    assert variant["ort_vs_fake_quant_relative"] < 0.2  # ORT's INT8 is far closer to the fake-quant model than to FP32
     assert (run_dir / "export" / "int8-qat" / "model.onnx").exists()
