@@ -110,8 +110,8 @@ class ExportConfig(_Strict):
     fp32_tolerance: float = Field(1e-4, gt=0, description="max abs difference of FP32 ONNX vs PyTorch")
     min_int8_cosine: float = Field(0.99, ge=0, le=1, description="refuse an INT8 variant below this mean cosine")
     quantize_embeddings: bool = Field(False, description="also store the word-embedding table in INT8")
-    fuse: bool = Field(True, description="dynamic INT8 from a graph with ONNX Runtime's Attention/GELU fusions "
-                       "(QAttention); checked against PyTorch, unfused when it does not match")
+    fuse: bool = Field(True, description="dynamic INT8 from a graph with ONNX Runtime's attention fusion "
+                       "(QAttention; export/fusion.py); checked against PyTorch, unfused when it does not match")
     force: bool = Field(False, description="keep an INT8 variant that fails min_int8_cosine")
     seed: int = 0
     qat: bool = Field(False, description="quantization-aware retraining before the INT8 export (variant int8-qat)")
