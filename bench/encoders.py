@@ -16,7 +16,7 @@ import numpy as np
 from bench.metrics import mean_pool
 from bench.tokenization import encode_batch, load_tokenizer
 from compress.errors import UserError
-from export.fusion import CPU_SESSION_CONFIG
+from export.fusion import disable_slow_cpu_fusions
 
 
 class Encoder(Protocol):
@@ -59,8 +59,7 @@ class OrtEncoder:
             raise UserError(f"{folder} has no model.onnx: run `compress export` first")
         options = ort.SessionOptions()
         if provider == "CPUExecutionProvider":
-            for entry, value in CPU_SESSION_CONFIG.items():
-                options.add_session_config_entry(entry, value)
+            disable_slow_cpu_fusions(options)
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), options, providers=[provider])

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from compress.errors import UserError, first_line
-from export.fusion import CPU_SESSION_CONFIG
+from export.fusion import disable_slow_cpu_fusions
 
 __all__ = ["PROVIDERS", "check_provider", "make_session", "SessionRunner", "make_feeds", "providers_used"]
 
@@ -92,8 +92,7 @@ def make_session(onnx_path: Path | str, provider: str, threads: int | None, *, d
     cuda = ("CUDAExecutionProvider", {"device_id": device_id})
     if key == "cpu":
         providers: list = ["CPUExecutionProvider"]
-        for entry, value in CPU_SESSION_CONFIG.items():  # SkipLayerNorm fusion is slower on CPU (export.fusion)
-            options.add_session_config_entry(entry, value)
+        disable_slow_cpu_fusions(options)  # SkipLayerNorm fusion is slower on CPU (export.fusion)
     elif key == "cuda":
         providers = [cuda, "CPUExecutionProvider"]
     else:

@@ -101,6 +101,7 @@ def export(
     """ONNX export (FP32, optionally INT8) with parity checks against PyTorch."""
     from compress.config import ExportConfig
     from export import stage
+    from export.parity import agreement_text
 
     flags = {"int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
              "opset": opset, "force": force or None, "qat": qat or None, "qat_train.steps": qat_steps,
@@ -109,10 +110,8 @@ def export(
     report = stage.run(cfg, RunDir(run_dir), resume=resume)
     root = stage.export_root(RunDir(run_dir), cfg.model)
     for name, v in report["variants"].items():
-        agreement = (f"same prediction {100 * v['prediction_agreement']:.1f}%" if "prediction_agreement" in v
-                     else f"nearest-neighbour agreement {100 * v['nn_agreement']:.1f}%")
         typer.echo(f"{name:>5}: {root / name / 'model.onnx'}  {v['size_bytes'] / 2**20:7.1f} MiB  "
-                   f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement}")
+                   f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement_text(v)}")
 
 
 @app.command()

@@ -11,7 +11,8 @@ applies that fusion by itself when it loads a graph (level ORT_ENABLE_ALL), so t
   slower INT8 than the ``Gelu`` ONNX Runtime fuses by itself); embedding-layer-norm, because it assumes
   BERT's position ids, not RoBERTa's padding-offset ones, and gains nothing measurable.
 * :data:`CPU_SESSION_CONFIG` is the session config entry that keeps ONNX Runtime from re-fusing at load time;
-  :func:`cpu_session_options` sets it. Users loading an export elsewhere pass the same entry (README).
+  :func:`disable_slow_cpu_fusions` adds it to a session's options (:func:`cpu_session_options` builds them).
+  Users loading an export elsewhere pass the same entry (README).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ _MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
 FUSED_OPS = ("Attention",)
 
 
+def disable_slow_cpu_fusions(options):
+    """Add :data:`CPU_SESSION_CONFIG` to ``options`` (an ``onnxruntime.SessionOptions``) and return them."""
+    for key, value in CPU_SESSION_CONFIG.items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
 def cpu_session_options(threads: int | None = None):
     """``onnxruntime.SessionOptions`` for CPU inference: all graph optimisations except SkipLayerNormFusion."""
     import onnxruntime as ort
@@ -40,9 +48,7 @@ def cpu_session_options(threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    for key, value in CPU_SESSION_CONFIG.items():
-        options.add_session_config_entry(key, value)
-    return options
+    return disable_slow_cpu_fusions(options)
 
 
 def fuse_for_cpu(src: Path, dst: Path, *, model_type: str, num_heads: int, hidden_size: int) -> Counter:

@@ -29,6 +29,17 @@ class ParityReport:
     def as_dict(self) -> dict:
         return {k: round(v, 7) if isinstance(v, float) else v for k, v in asdict(self).items() if v is not None}
 
+    def agreement(self) -> str:
+        """The agreement phrase: same prediction (classifiers) or nearest-neighbour agreement (encoders)."""
+        return agreement_text(asdict(self))
+
+
+def agreement_text(report: dict) -> str:
+    """The agreement phrase of a parity report (a :class:`ParityReport` or its ``as_dict`` form)."""
+    if report.get("prediction_agreement") is not None:
+        return f"same prediction {100 * report['prediction_agreement']:.1f}%"
+    return f"nearest-neighbour agreement {100 * report['nn_agreement']:.1f}%"
+
 
 def encode(tokenizer, texts: list[str], max_length: int = 128) -> list[dict[str, np.ndarray]]:
     """Batches of 8 texts, padded to the longest in each batch, as int64 numpy arrays."""
@@ -90,18 +101,16 @@ def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityRepor
     max_diff, pt_emb, ort_emb, same_class, abs_sum, count = 0.0, [], [], [], 0.0, 0
     for batch in batches:
         pt, ort = hidden_states(model, session, batch)
-        if pt.ndim == 2:  # logits
+        logits = pt.ndim == 2
+        diff = np.abs(pt - ort) if logits else np.abs(pt - ort)[batch["attention_mask"].astype(bool)]  # real tokens
+        max_diff, abs_sum, count = max(max_diff, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
+        if logits:
             same_class.append(pt.argmax(1) == ort.argmax(1))
-            diff = np.abs(pt - ort)
-            max_diff, abs_sum, count = max(max_diff, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
             pt_emb.append(pt.astype(np.float64))
             ort_emb.append(ort.astype(np.float64))
-            continue
-        valid = batch["attention_mask"].astype(bool)
-        diff = np.abs(pt - ort)[valid]
-        max_diff, abs_sum, count = max(max_diff, float(diff.max())), abs_sum + float(diff.sum()), count + diff.size
-        pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
-        ort_emb.append(_mean_pool(ort, batch["attention_mask"]))
+        else:
+            pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
+            ort_emb.append(_mean_pool(ort, batch["attention_mask"]))
     a, b = _unit(np.concatenate(pt_emb)), _unit(np.concatenate(ort_emb))
     cos = np.clip((a * b).sum(1), -1.0, 1.0)
     return ParityReport(max_abs_diff=max_diff, mean_abs_diff=abs_sum / max(count, 1), mean_cosine=float(cos.mean()),

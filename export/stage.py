@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -130,28 +131,31 @@ def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str
     return report
 
 
-def _fusion_source(cfg, fp32_dir: Path, model, batches, name: str) -> tuple[Path, dict[str, Any]]:
-    """The FP32 graph dynamic INT8 is made from, and what was fused: ``fp32_dir``'s graph with ONNX Runtime's
-    CPU fusions (:mod:`export.fusion`) when ``cfg.fuse`` and the fused graph still matches PyTorch within
-    ``cfg.fp32_tolerance``; the unfused graph otherwise (logged and recorded)."""
+@contextlib.contextmanager
+def _int8_source(cfg, fp32_dir: Path, model, batches, name: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The FP32 graph INT8 is made from, and what was fused: for dynamic INT8, ``fp32_dir``'s graph with ONNX
+    Runtime's CPU fusions (:mod:`export.fusion`) when ``cfg.fuse`` and the fused graph still matches PyTorch
+    within ``cfg.fp32_tolerance``; the unfused graph otherwise (logged and recorded). A temporary fused graph
+    is removed on leaving, however the quantization ends."""
     plain = fp32_dir / "model.onnx"
     if not cfg.fuse or cfg.int8_method != "dynamic":
-        return plain, {"fused": False}
+        yield plain, {"fused": False}
+        return
     fused = fp32_dir.parent / f".{name}.fused.onnx"
     config = model.config
     try:
         ops = fuse_for_cpu(plain, fused, model_type=config.model_type, num_heads=config.num_attention_heads,
                            hidden_size=config.hidden_size)
         check = compare(model, _session(fused), batches)
-    except BaseException:
+        record = {"fused_ops": dict(ops), "fused_max_abs_diff": check.max_abs_diff}
+        if ops and check.max_abs_diff <= cfg.fp32_tolerance:
+            yield fused, {"fused": True, **record}
+        else:
+            log.warning("ONNX Runtime's fusions %s (max abs diff %.2e to PyTorch): quantizing the unfused graph",
+                        "changed the outputs" if ops else "found nothing to fuse", check.max_abs_diff)
+            yield plain, {"fused": False, **record}
+    finally:
         fused.unlink(missing_ok=True)
-        raise
-    if not ops or check.max_abs_diff > cfg.fp32_tolerance:
-        log.warning("ONNX Runtime's fusions %s (max abs diff %.2e to PyTorch): quantizing the unfused graph",
-                    "changed the outputs" if ops else "found nothing to fuse", check.max_abs_diff)
-        fused.unlink()
-        return plain, {"fused": False, "fused_ops": dict(ops), "fused_max_abs_diff": check.max_abs_diff}
-    return fused, {"fused": True, "fused_ops": dict(ops), "fused_max_abs_diff": check.max_abs_diff}
 
 
 def _quantized_copy(fp32_dir: Path, dst: Path, quantize, src: Path | None = None) -> Path:
@@ -225,13 +229,9 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     student.save_pretrained(qat_dir / "student")
     tokenizer.save_pretrained(qat_dir / "student")
     fp32_dir = export_fp32(qat_dir / "student", qat_dir / "fp32", task=TASKS["student"], opset=cfg.opset)
-    source, fusion = _fusion_source(cfg, fp32_dir, student, batches, "int8-qat")
-    try:
+    with _int8_source(cfg, fp32_dir, student, batches, "int8-qat") as (source, fusion):
         tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", lambda src, dst: quantize_dynamic_int8(
             src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
-    finally:
-        if fusion["fused"]:
-            source.unlink()
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
     prepare(student, spec, reduce_range=reduce_range)
@@ -239,15 +239,15 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT",
             hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
     shutil.rmtree(fp32_dir, ignore_errors=True)
-    log.info("int8-qat: mean cosine %.5f, worst %.5f, nearest-neighbour agreement %.1f%%; ORT vs fake-quant: "
-             "mean abs diff %.1f%% of ORT vs FP32, max %.2e", result.mean_cosine, result.min_cosine,
-             100 * result.nn_agreement, 100 * fake_quant.mean_abs_diff / max(result.mean_abs_diff, 1e-12),
+    # the INT8 graph's distance to the fake-quantized model, as a share of its distance to FP32
+    relative = fake_quant.mean_abs_diff / max(result.mean_abs_diff, 1e-12)
+    log.info("int8-qat: mean cosine %.5f, worst %.5f, %s; ORT vs fake-quant: mean abs diff %.1f%% of ORT vs FP32, "
+             "max %.2e", result.mean_cosine, result.min_cosine, result.agreement(), 100 * relative,
              fake_quant.max_abs_diff)
     return {**result.as_dict(), "size_bytes": _size(run_dir.path / STAGE / "int8-qat"), "method": "dynamic+qat",
             "reduce_range": reduce_range, **fusion, "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
             "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
-            # the INT8 graph's distance to the fake-quantized model, as a share of its distance to FP32
-            "ort_vs_fake_quant_relative": round(fake_quant.mean_abs_diff / max(result.mean_abs_diff, 1e-12), 4),
+            "ort_vs_fake_quant_relative": round(relative, 4),
             "op_counts": dict(sorted(op_counts(run_dir.path / STAGE / "int8-qat" / "model.onnx").items()))}
 
 
@@ -261,18 +261,13 @@ def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, ba
 
         def quantize(src, dst):
             quantize_static_int8(src, dst, calibration, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings)
-    source, fusion = _fusion_source(cfg, fp32_dir, model, batches, "int8")
-    try:
+    with _int8_source(cfg, fp32_dir, model, batches, "int8") as (source, fusion):
         tmp = _quantized_copy(fp32_dir, int8_dir, quantize, source)
-    finally:
-        if fusion["fused"]:
-            source.unlink()
     result: ParityReport = compare(model, _session(tmp / "model.onnx"), batches)
     _accept(tmp, int8_dir, result, cfg, cfg.int8_method,
             hint="try --int8-method dynamic or --qat" if cfg.int8_method == "static" else "try --qat")
-    agreement = (f"same prediction {100 * result.prediction_agreement:.1f}%" if result.prediction_agreement is not None
-                 else f"nearest-neighbour agreement {100 * result.nn_agreement:.1f}%")
-    log.info("int8 (%s): mean cosine %.5f, worst %.5f, %s", cfg.int8_method, result.mean_cosine, result.min_cosine, agreement)
+    log.info("int8 (%s): mean cosine %.5f, worst %.5f, %s", cfg.int8_method, result.mean_cosine, result.min_cosine,
+             result.agreement())
     return {**result.as_dict(), "size_bytes": _size(int8_dir), "method": cfg.int8_method, "reduce_range": reduce_range,
             **fusion, "quantized_embeddings": cfg.quantize_embeddings,
             "op_counts": dict(sorted(op_counts(int8_dir / "model.onnx").items()))}

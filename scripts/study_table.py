@@ -24,8 +24,12 @@ def finetuned(folder: Path) -> float | None:
     return overall(json.loads(path.read_text())["test"], "sentiment-en", "accuracy")
 
 
-def relation_kl(run: Path) -> float:
-    """The training loss (sum of Q-Q, K-K, V-V relation KL) against the teacher on the held-out fidelity text."""
+def relation_kl(run: Path, scores: list[dict]) -> float:
+    """The training loss (sum of Q-Q, K-K, V-V relation KL) against the teacher on the held-out fidelity text:
+    from the run's eval.json when `compress evaluate` recorded it, else computed here (older caches)."""
+    recorded = overall(scores, "fidelity", "relation_kl")
+    if recorded is not None:
+        return recorded
     from bench.tasks import load_task
     from compress.evaluation import relation_kl_to_teacher
 
@@ -40,7 +44,7 @@ def row(name: str, run: Path) -> list[str]:
     manifest = json.loads((run / "manifest.json").read_text())["stages"]["distill"]
     scores = json.loads((run / "eval.json").read_text())["scores"] if (run / "eval.json").exists() else []
     cells = [name, f"{manifest['metrics'].get('step', 0)}", fmt(finetuned(run / "finetune" / "sentiment-en"))]
-    return cells + [fmt(overall(scores, task, metric)) for task, metric, _ in TASKS] + [fmt(relation_kl(run))]
+    return cells + [fmt(overall(scores, task, metric)) for task, metric, _ in TASKS] + [fmt(relation_kl(run, scores))]
 
 
 def fmt(value: float | None) -> str:
