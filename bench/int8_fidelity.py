@@ -116,7 +116,8 @@ def main() -> None:
             r = compare(model, session, batches)
             results[name] = r.as_dict()
             print(f"{name:>13}: mean cosine {r.mean_cosine:.4f}  worst {r.min_cosine:.4f}  "
-                  f"nearest-neighbour agreement {100 * r.nn_agreement:.1f}%  ({r.samples} sentences)")
+                  f"nearest-neighbour agreement {100 * r.nn_agreement:.1f}%, where the neighbour is clear "
+                  f"{100 * r.nn_agreement_clear:.1f}%  ({r.samples} sentences, {100 * r.nn_clear_share:.0f}% clear)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -82,12 +82,13 @@ def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[
 ORT_DEFAULTS = {"int8-ort-fused", "optimum-fp32", "optimum-int8"}  # run as their own users run them
 
 
-def session(path: Path, threads: int, ours: bool = True) -> ort.InferenceSession:
+def session(model: Path | bytes, threads: int, ours: bool = True) -> ort.InferenceSession:
+    """A CPU session on ``model`` (a file or serialized ONNX) with ``threads`` intra-op threads."""
     from export.fusion import cpu_session_options
 
     opts = cpu_session_options() if ours else ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
 
 
 def feeds(sess, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -33,6 +33,11 @@ def test_fp32_and_dynamic_int8(distilled, capsys):
     assert variants["fp32"]["max_abs_diff"] < 1e-4 and variants["fp32"]["samples"] > 10
     int8 = variants["int8"]
     assert int8["method"] == "dynamic" and int8["mean_cosine"] > 0.99
+    assert 0.0 <= int8["nn_clear_share"] <= 1.0 and variants["fp32"]["nn_agreement"] == 1.0
+    if int8["nn_clear_share"] > 0:  # agreement where the reference's neighbour is clear (export.parity)
+        assert 0.0 <= int8["nn_agreement_clear"] <= 1.0 and variants["fp32"]["nn_agreement_clear"] == 1.0
+    else:
+        assert "nn_agreement_clear" not in int8
     # Fused for the CPU (export.fusion): per layer one QAttention (Q, K, V in INT8) and 3 integer matmuls
     # (attention output, FFN in and out); no float Linear left, and no SkipLayerNormalization.
     assert int8["fused"] and int8["fused_ops"]["Attention"] == 2 and int8["fused_max_abs_diff"] < 1e-4
