@@ -109,7 +109,9 @@ class ExportConfig(_Strict):
     parity_samples: int = Field(64, ge=1, description="held-out lines compared against PyTorch")
     fp32_tolerance: float = Field(1e-4, gt=0, description="max abs difference of FP32 ONNX vs PyTorch")
     min_int8_cosine: float = Field(0.99, ge=0, le=1, description="refuse an INT8 variant below this mean cosine")
-    quantize_embeddings: bool = Field(False, description="also store the word-embedding table in INT8")
+    quantize_embeddings: bool | Literal["auto"] = Field(
+        "auto", description="also store the embedding tables in INT8; auto: when they hold at least 75% of the "
+        "model's parameters (export.stage.EMBEDDING_SHARE_FOR_INT8), as in a large-vocabulary multilingual student")
     fuse: bool = Field(True, description="dynamic INT8 from a graph with ONNX Runtime's attention fusion "
                        "(QAttention; export/fusion.py); checked against PyTorch, unfused when it does not match")
     force: bool = Field(False, description="keep an INT8 variant that fails min_int8_cosine")

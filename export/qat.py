@@ -3,7 +3,8 @@
 ``prepare(model)`` makes every Linear in the encoder layers compute what ONNX Runtime's dynamic INT8 graph
 will compute: weights fake-quantized per output channel, symmetric INT8 ([-127, 127], or ORT's reduced
 [-64, 64] on CPUs without VNNI), and inputs fake-quantized per tensor to asymmetric UINT8 with the range of
-the actual batch (``DynamicQuantizeLinear``). Gradients pass straight through the rounding. ``convert``
+the actual batch (``DynamicQuantizeLinear``); with ``embeddings``, the embedding lookups as ORT's INT8
+tables give them (export's ``quantize_embeddings``). Gradients pass straight through the rounding. ``convert``
 removes all of it again: the weights stay float, and the ordinary FP32 export followed by ORT's dynamic
 quantization then produces the model that was trained. The model's code is never edited (torchtune's
 prepare()/convert() habit).
@@ -56,6 +57,21 @@ def _input_fake_quant(_module, args):
     return (fake_quant_activation(args[0]), *args[1:])
 
 
+def fake_quant_rows(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rows looked up from ``table`` [V, H] → rounded as ORT stores a quantized embedding table: per table,
+    asymmetric UINT8 over the whole table's range incl. 0 (``quantize_embeddings``: Gather + DequantizeLinear).
+    Rounding the looked-up rows with the table's scale equals rounding the table, without touching all of it."""
+    lo = table.detach().min().clamp(max=0).float()
+    hi = table.detach().max().clamp(min=0).float()
+    scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
+    zero = torch.round(-lo / scale).clamp(0, 255).to(torch.int32)
+    return torch.fake_quantize_per_tensor_affine(rows, scale, zero, 0, 255)
+
+
+def _embedding_fake_quant(module, _args, output):
+    return fake_quant_rows(output, module.weight)
+
+
 @dataclass
 class QATState:
     """What ``prepare`` attached, so that ``convert`` can take it off again."""
@@ -64,9 +80,14 @@ class QATState:
     hooks: list = field(default_factory=list)
 
 
-def prepare(model: nn.Module, spec: ArchSpec, *, reduce_range: bool = False) -> QATState:
-    """Fake-quantize every Linear of the encoder layers in place (what ORT quantizes: the MatMuls with weights)."""
+def prepare(model: nn.Module, spec: ArchSpec, *, reduce_range: bool = False, embeddings: bool = False) -> QATState:
+    """Fake-quantize every Linear of the encoder layers in place (what ORT quantizes: the MatMuls with weights),
+    and with ``embeddings`` every embedding lookup too (the export's ``quantize_embeddings``)."""
     state = QATState()
+    if embeddings:  # ORT quantizes every Gather from a table: word, position and token-type embeddings
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                state.hooks.append(module.register_forward_hook(_embedding_fake_quant))
     for layer in layer_list(model, spec):
         for module in layer.modules():
             if isinstance(module, nn.Linear):
@@ -103,6 +124,7 @@ def retrain(
     cfg,
     out_dir,
     reduce_range: bool,
+    quantize_embeddings: bool = False,
     output_weight: float,
     embedding_weight: float,
     max_length: int,
@@ -125,7 +147,7 @@ def retrain(
     ctx = init_from_env(cfg.device)
     student.to(ctx.device)
     reference.to(ctx.device).eval().requires_grad_(False)
-    state = prepare(student, spec, reduce_range=reduce_range)
+    state = prepare(student, spec, reduce_range=reduce_range, embeddings=quantize_embeddings)
     last_layer = len(layer_list(student, spec)) - 1
     micro_batch = cfg.batch_size // cfg.grad_accum
 

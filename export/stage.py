@@ -24,6 +24,7 @@ from export.quantize import op_counts, quantize_dynamic_int8, quantize_static_in
 log = logging.getLogger(__name__)
 STAGE = "export"
 VARIANTS = {"fp32", "int8", "int8-qat"}
+EMBEDDING_SHARE_FOR_INT8 = 0.75  # quantize_embeddings=auto stores the embedding tables in INT8 from this share on
 
 
 def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
@@ -71,6 +72,22 @@ def _weights_sha256(model_dir: Path) -> str | None:
     return sha256_of(weights) if weights.is_file() else None
 
 
+def _quantize_embeddings(setting: bool | str, model) -> bool:
+    """Resolve ``quantize_embeddings``: ``auto`` is true when the embedding tables hold at least
+    :data:`EMBEDDING_SHARE_FOR_INT8` of the parameters (a 250k-vocabulary 6×384 student: 90%; an English
+    30k-vocabulary MiniLM: 52%). Measured on the demo's multilingual student (docs/benchmarks.md): the INT8
+    file 377 → 102 MB, the same task scores with and without QAT, 1–2% more latency."""
+    import torch
+
+    if setting != "auto":
+        return bool(setting)
+    tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    share = tables / sum(p.numel() for p in model.parameters())
+    log.info("quantize_embeddings=auto: embedding tables are %.0f%% of the parameters, so they are %s",
+             100 * share, "stored in INT8" if share >= EMBEDDING_SHARE_FOR_INT8 else "kept in FP32")
+    return share >= EMBEDDING_SHARE_FOR_INT8
+
+
 def _size(folder: Path) -> int:
     return (folder / "model.onnx").stat().st_size
 
@@ -89,6 +106,8 @@ def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except Exception as err:
         raise UserError(f"cannot load {model_dir} ({first_line(err)}): the folder is damaged; re-run `compress distill`") from None
+    if cfg.int8 or cfg.qat:
+        cfg = cfg.model_copy(update={"quantize_embeddings": _quantize_embeddings(cfg.quantize_embeddings, model)})
     lines, calib_texts, parity_texts = _texts(run_dir, cfg)
     max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
     batches = encode(tokenizer, parity_texts) + random_batches(
@@ -223,7 +242,7 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     metrics = retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
                       tokenizer=tokenizer, sampler=sampler, relation_heads=distill["resolved"]["relation_heads"],
                       cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
-                      output_weight=cfg.qat_output_weight, embedding_weight=embedding_weight,
+                      quantize_embeddings=cfg.quantize_embeddings, output_weight=cfg.qat_output_weight, embedding_weight=embedding_weight,
                       max_length=distill["config"]["data"]["max_length"], resume=resume)
     student.cpu().eval()
     student.save_pretrained(qat_dir / "student")
@@ -234,7 +253,7 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
             src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
-    prepare(student, spec, reduce_range=reduce_range)
+    prepare(student, spec, reduce_range=reduce_range, embeddings=cfg.quantize_embeddings)
     fake_quant = compare(student, session, batches)  # ORT INT8 against the fake-quantized PyTorch model
     _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT",
             hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
@@ -245,7 +264,8 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
              "max %.2e", result.mean_cosine, result.min_cosine, result.agreement(), 100 * relative,
              fake_quant.max_abs_diff)
     return {**result.as_dict(), "size_bytes": _size(run_dir.path / STAGE / "int8-qat"), "method": "dynamic+qat",
-            "reduce_range": reduce_range, **fusion, "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
+            "reduce_range": reduce_range, **fusion, "quantized_embeddings": cfg.quantize_embeddings,
+            "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
             "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
             "ort_vs_fake_quant_relative": round(relative, 4),
             "op_counts": dict(sorted(op_counts(run_dir.path / STAGE / "int8-qat" / "model.onnx").items()))}

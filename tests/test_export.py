@@ -185,3 +185,17 @@ def test_bert_weights_with_a_tokenizer_without_token_type_ids(tmp_path, corpus_f
     result = run_cli(["export", run_dir, "--int8"], capsys)
     assert result.code == 0, result.stderr
     assert _parity(run_dir)["fp32"]["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize(("setting", "vocab", "expected"), [
+    ("auto", 5000, True), ("auto", 100, False), (True, 100, True), (False, 5000, False)])
+def test_quantize_embeddings_auto_follows_the_tables_share(setting, vocab, expected):
+    # 1 layer of width 32: a 5,000-word table is ~90% of the parameters (a multilingual student's shape),
+    # a 100-word one ~25% (an English model's).
+    from transformers import BertConfig, BertModel
+
+    from export.stage import _quantize_embeddings
+
+    model = BertModel(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
+    assert _quantize_embeddings(setting, model) is expected

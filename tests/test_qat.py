@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from transformers import AutoModel
 
@@ -29,11 +30,12 @@ def test_fake_quant_formulas():
     assert torch.all((fq - x).abs() <= scale / 2 + 1e-6)
 
 
-def test_fake_quantized_pytorch_equals_ort_dynamic_int8(tiny_teacher_dir, tmp_path):
+@pytest.mark.parametrize("embeddings", [False, True], ids=["linears", "linears+embeddings"])
+def test_fake_quantized_pytorch_equals_ort_dynamic_int8(embeddings, tiny_teacher_dir, tmp_path):
     model = AutoModel.from_pretrained(tiny_teacher_dir).eval()
     spec = arch_spec(model.config.model_type)
     fp32 = export_fp32(tiny_teacher_dir, tmp_path / "fp32", task="feature-extraction", opset=18) / "model.onnx"
-    quantize_dynamic_int8(fp32, tmp_path / "int8.onnx", reduce_range=False, quantize_embeddings=False)
+    quantize_dynamic_int8(fp32, tmp_path / "int8.onnx", reduce_range=False, quantize_embeddings=embeddings)
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"))
     ids = torch.randint(5, 300, (3, 20))
     mask = torch.ones_like(ids)
@@ -42,7 +44,7 @@ def test_fake_quantized_pytorch_equals_ort_dynamic_int8(tiny_teacher_dir, tmp_pa
     int8 = session.run(None, {k: v for k, v in feed.items() if k in {i.name for i in session.get_inputs()}})[0]
     with torch.no_grad():
         plain = model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
-        state = prepare(model, spec)
+        state = prepare(model, spec, embeddings=embeddings)  # with the INT8 embedding table when ORT has one
         fake = model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
         convert(state)
         restored = model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
@@ -53,11 +55,12 @@ def test_fake_quantized_pytorch_equals_ort_dynamic_int8(tiny_teacher_dir, tmp_pa
     assert np.array_equal(restored, plain)  # convert() gives back the float model
 
 
-def test_export_qat_lowers_the_loss_and_matches_fake_quant(tiny_bert_dir, corpus_file, tmp_path, capsys):
+@pytest.mark.parametrize("embeddings", ["false", "true"], ids=["linears", "linears+embeddings"])
+def test_export_qat_lowers_the_loss_and_matches_fake_quant(embeddings, tiny_bert_dir, corpus_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
     result = run_cli(["export", run_dir, "--int8", "--qat", "--qat-steps", "20", "qat_train.lr=1e-3",
-                      "qat_train.log_every=1", "qat_train.batch_size=8"], capsys)
+                      "qat_train.log_every=1", "qat_train.batch_size=8", f"quantize_embeddings={embeddings}"], capsys)
     assert result.code == 0, result.stderr
     losses = [json.loads(line)["loss"] for line in (run_dir / "export" / "qat" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 20 and sum(losses[-5:]) < sum(losses[:5])
@@ -67,3 +70,5 @@ def test_export_qat_lowers_the_loss_and_matches_fake_quant(tiny_bert_dir, corpus
     assert variant["ort_vs_fake_quant_max_abs_diff"] < 0.05
     assert variant["ort_vs_fake_quant_relative"] < 0.2  # ORT's INT8 is far closer to the fake-quant model than to FP32
     assert (run_dir / "export" / "int8-qat" / "model.onnx").exists()
+    assert variant["quantized_embeddings"] == (embeddings == "true")
+    assert variant["op_counts"].get("DequantizeLinear", 0) == (3 if embeddings == "true" else 0)  # word, position, type
