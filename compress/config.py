@@ -125,6 +125,13 @@ class ExportConfig(_Strict):
     qat_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         steps=200, batch_size=32, lr=2e-5, weight_decay=0.0, checkpoint_every=100, log_every=10))
 
+    @field_validator("quantize_embeddings", mode="before")
+    @classmethod
+    def _true_false_or_auto(cls, v):
+        if v not in (True, False, "auto"):  # one message instead of one per member of the union
+            raise ValueError(f"must be true, false or auto, not {v!r}")
+        return v
+
 
 class FinetuneConfig(_Strict):
     """Everything ``compress finetune`` needs; unset recipe fields come from the task's YAML."""

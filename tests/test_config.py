@@ -63,3 +63,10 @@ def test_malformed_and_missing_yaml(tmp_path):
         load_yaml(broken)
     with pytest.raises(UserError, match="does not exist"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_quantize_embeddings_is_true_false_or_auto():
+    assert build_config(ExportConfig).quantize_embeddings == "auto"
+    assert build_config(ExportConfig, overrides=["quantize_embeddings=true"]).quantize_embeddings is True
+    with pytest.raises(UserError, match="quantize_embeddings: .*must be true, false or auto, not 'maybe'"):
+        build_config(ExportConfig, overrides=["quantize_embeddings=maybe"])
