@@ -65,7 +65,8 @@ def projection_graphs(m: int, k: int, n: int, rng) -> dict[str, tuple[bytes, dic
                      [_input("x", [m, k])], [numpy_helper.from_array(w8, "W8"), numpy_helper.from_array(scale, "scale"),
                                              numpy_helper.from_array(np.zeros(n, np.int8), "zero")])
     # The integer GEMM alone: u8 activations (as ORT's dynamic scheme produces them) × s8 weights → int32.
-    raw = _model([helper.make_node("MatMulInteger", ["x8", "W8"], ["y32"]), helper.make_node("Cast", ["y32"], ["y"], to=TensorProto.FLOAT)],
+    raw = _model([helper.make_node("MatMulInteger", ["x8", "W8"], ["y32"]),
+                  helper.make_node("Cast", ["y32"], ["y"], to=TensorProto.FLOAT)],
                  [_input("x8", [m, k], TensorProto.UINT8)], [numpy_helper.from_array(w8, "W8")])
     x8 = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
     return {"fp32": (fp32, {"x": x}), "int8": (dynamic, {"x": x}), "integer-gemm": (raw, {"x8": x8})}
@@ -207,8 +208,8 @@ def main() -> None:
                           f"{ms[f'{p}-integer-gemm'] * 1e3:8.1f} ({med_ratio(t[f'{p}-fp32'], t[f'{p}-integer-gemm']):.2f}×)")
                 print(f"  self-attention as the INT8 graph runs it (QAttention: int8 Q/K/V, fp32 core) "
                       f"{ms['attention-int8'] * 1e3:.1f}")
-                print(f"  attention core fp32 {ms['core-fp32'] * 1e3:.1f} (plain ops {ms['core-plain-fp32'] * 1e3:.1f});  its QKᵀ: fp32 {ms['qk-fp32'] * 1e3:.1f}, "
-                      f"int8 {ms['qk-int8'] * 1e3:.1f} ({row['qk_int8_vs_fp32']:.2f}×)")
+                print(f"  attention core fp32 {ms['core-fp32'] * 1e3:.1f} (plain ops {ms['core-plain-fp32'] * 1e3:.1f});  "
+                      f"its QKᵀ: fp32 {ms['qk-fp32'] * 1e3:.1f}, int8 {ms['qk-int8'] * 1e3:.1f} ({row['qk_int8_vs_fp32']:.2f}×)")
                 print(f"  all projections: int8 {row['projections_int8_vs_fp32']:.2f}× fp32 "
                       f"(integer GEMM alone {row['projections_integer_gemm_vs_fp32']:.2f}×)")
                 print(f"  end to end: fp32 {ms['model-fp32']:.2f} ms, int8 {ms['model-int8']:.2f} ms "

@@ -242,7 +242,8 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     metrics = retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
                       tokenizer=tokenizer, sampler=sampler, relation_heads=distill["resolved"]["relation_heads"],
                       cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
-                      quantize_embeddings=cfg.quantize_embeddings, output_weight=cfg.qat_output_weight, embedding_weight=embedding_weight,
+                      quantize_embeddings=cfg.quantize_embeddings, output_weight=cfg.qat_output_weight,
+                      embedding_weight=embedding_weight,
                       max_length=distill["config"]["data"]["max_length"], resume=resume)
     student.cpu().eval()
     student.save_pretrained(qat_dir / "student")
