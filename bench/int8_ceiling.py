@@ -30,15 +30,13 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.int8_speed import build_model, feeds, session
+from bench.int8_speed import build_model, feeds, ours, paired_ratio, session, time_rounds
 
 OPSETS = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
 
@@ -117,36 +115,13 @@ def qattention_graph(batch: int, seq: int, heads: int, head_dim: int, rng) -> tu
                    "mask": np.full(batch, seq, np.int32)}
 
 
-def time_rounds(calls: dict[str, Callable[[], object]], rounds: int, min_time: float) -> dict[str, list[float]]:
-    """Seconds per call for each named callable, one figure per round; the callables alternate within a round."""
-    for call in calls.values():  # warm-up: a model's first calls allocate its arena and are several times slower
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < min_time or n < 5:
-            call()
-            n += 1
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < min_time or n < 3:
-                call()
-                n += 1
-            times[name].append((time.perf_counter() - t0) / n)
-    return times
-
-
 def build_end_to_end(work: Path, layers: int, hidden: int) -> dict[str, Path]:
     """The FP32 export and the export's INT8 graph (attention-fused, dynamic per-channel) of a random BERT."""
     from compress.assets.minilm_teacher import english_teacher_path
-    from export.fusion import fuse_for_cpu
-    from export.onnx_export import export_fp32
-    from export.quantize import quantize_dynamic_int8
 
     model_dir = build_model(work / "model", layers, hidden, Path(english_teacher_path()) / "vocab.txt")
-    fp32 = export_fp32(model_dir, work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
-    fuse_for_cpu(fp32, work / "fused.onnx", model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
-    quantize_dynamic_int8(work / "fused.onnx", work / "int8.onnx", reduce_range=False, quantize_embeddings=False)
-    return {"fp32": fp32, "int8": work / "int8.onnx"}
+    graphs = ours(model_dir, work, hidden)
+    return {"fp32": graphs["fp32"], "int8": graphs["int8"]}
 
 
 def main() -> None:
@@ -178,7 +153,8 @@ def main() -> None:
                 parts["attention-int8"] = qattention_graph(bs, args.seq_len, heads, 32, rng)
                 for name, (model, feed) in parts.items():
                     calls[name] = lambda s=session(model, args.threads), f=feed: s.run(None, f)
-                t = time_rounds(calls, args.rounds, args.min_time)
+                # warm-up: a model's first calls allocate its arena and are several times slower
+                t = time_rounds(calls, args.rounds, args.min_time, warmup_time=args.min_time, warmup_calls=5)
                 per_round = range(args.rounds)
                 # The INT8 graph's own matmul-bearing ops (QAttention and three DynamicQuantizeMatMul) per layer.
                 bound = [layers * (t["attention-int8"][r] + sum(t[f"{p}-int8"][r] for p in projections if p != "qkv"))
@@ -186,26 +162,22 @@ def main() -> None:
                 gemm_fp32 = [sum(t[f"{p}-fp32"][r] for p in projections) for r in per_round]
                 gemm_int8 = [sum(t[f"{p}-int8"][r] for p in projections) for r in per_round]
                 gemm_raw = [sum(t[f"{p}-integer-gemm"][r] for p in projections) for r in per_round]
-
-                def med_ratio(a: list[float], b: list[float]) -> float:
-                    return statistics.median(x / y for x, y in zip(a, b))
-
                 row = {"shape": shape, "batch": bs,
                        "ms": {name: statistics.median(v) * 1000 for name, v in t.items()},
                        "bound_ms": statistics.median(bound) * 1000,
-                       "ceiling_vs_fp32": med_ratio(t["model-fp32"], bound),
-                       "int8_vs_fp32": med_ratio(t["model-fp32"], t["model-int8"]),
-                       "share_of_ceiling": med_ratio(bound, t["model-int8"]),
-                       "projections_int8_vs_fp32": med_ratio(gemm_fp32, gemm_int8),
-                       "projections_integer_gemm_vs_fp32": med_ratio(gemm_fp32, gemm_raw),
-                       "qk_int8_vs_fp32": med_ratio(t["qk-fp32"], t["qk-int8"])}
+                       "ceiling_vs_fp32": paired_ratio(t["model-fp32"], bound),
+                       "int8_vs_fp32": paired_ratio(t["model-fp32"], t["model-int8"]),
+                       "share_of_ceiling": paired_ratio(bound, t["model-int8"]),
+                       "projections_int8_vs_fp32": paired_ratio(gemm_fp32, gemm_int8),
+                       "projections_integer_gemm_vs_fp32": paired_ratio(gemm_fp32, gemm_raw),
+                       "qk_int8_vs_fp32": paired_ratio(t["qk-fp32"], t["qk-int8"])}
                 results["rows"].append(row)
                 ms = row["ms"]
                 print(f"\n{shape}  batch {bs} × {args.seq_len}, {args.threads} threads (µs per call, one layer's parts)")
                 for p in projections:
                     print(f"  {p:>9}: fp32 {ms[f'{p}-fp32'] * 1e3:8.1f}   int8 (dynamic) {ms[f'{p}-int8'] * 1e3:8.1f} "
-                          f"({med_ratio(t[f'{p}-fp32'], t[f'{p}-int8']):.2f}×)   integer GEMM alone "
-                          f"{ms[f'{p}-integer-gemm'] * 1e3:8.1f} ({med_ratio(t[f'{p}-fp32'], t[f'{p}-integer-gemm']):.2f}×)")
+                          f"({paired_ratio(t[f'{p}-fp32'], t[f'{p}-int8']):.2f}×)   integer GEMM alone "
+                          f"{ms[f'{p}-integer-gemm'] * 1e3:8.1f} ({paired_ratio(t[f'{p}-fp32'], t[f'{p}-integer-gemm']):.2f}×)")
                 print(f"  self-attention as the INT8 graph runs it (QAttention: int8 Q/K/V, fp32 core) "
                       f"{ms['attention-int8'] * 1e3:.1f}")
                 print(f"  attention core fp32 {ms['core-fp32'] * 1e3:.1f} (plain ops {ms['core-plain-fp32'] * 1e3:.1f});  "

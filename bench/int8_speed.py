@@ -25,6 +25,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +44,27 @@ def build_model(folder: Path, layers: int, hidden: int, vocab_file: Path) -> Pat
     return folder
 
 
+def ours(model_dir: Path, work: Path, hidden: int) -> dict[str, Path]:
+    """What `compress export --int8` makes of a BERT folder: fp32 (portable), fp32-fused, int8 (of fp32-fused)."""
+    from export.fusion import fuse_for_cpu
+    from export.onnx_export import export_fp32
+    from export.quantize import quantize_dynamic_int8
+
+    fp32 = export_fp32(model_dir, work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
+    fuse_for_cpu(fp32, work / "fp32-fused.onnx", model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
+    quantize_dynamic_int8(work / "fp32-fused.onnx", work / "int8.onnx", reduce_range=False, quantize_embeddings=False)
+    return {"fp32": fp32, "fp32-fused": work / "fp32-fused.onnx", "int8": work / "int8.onnx"}
+
+
 def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict]) -> dict[str, Path]:
     from onnxruntime.transformers.optimizer import optimize_model
     from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
-    from export.fusion import fuse_for_cpu
-    from export.onnx_export import export_fp32
     from export.quantize import quantize_dynamic_int8, quantize_static_int8
 
-    out: dict[str, Path] = {}
-    fp32 = export_fp32(model_dir, work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
-    out["fp32"] = fp32
-    out["fp32-fused"] = work / "fp32-fused.onnx"
-    fuse_for_cpu(fp32, out["fp32-fused"], model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
-    out["int8"] = work / "int8.onnx"
-    quantize_dynamic_int8(out["fp32-fused"], out["int8"], reduce_range=False, quantize_embeddings=False)
+    out = ours(model_dir, work, hidden)
+    fp32 = out["fp32"]
     out["int8-unfused"] = work / "int8-unfused.onnx"
     quantize_dynamic_int8(fp32, out["int8-unfused"], reduce_range=False, quantize_embeddings=False)
     ort_fused = work / "ort-fused.onnx"
@@ -89,6 +95,32 @@ def session(model: Path | bytes, threads: int, ours: bool = True) -> ort.Inferen
     opts = cpu_session_options() if ours else ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def time_rounds(calls: dict[str, Callable[[], object]], rounds: int, min_time: float, *,
+                warmup_time: float = 0.0, warmup_calls: int = 1) -> dict[str, list[float]]:
+    """Seconds per call for each named callable, one figure per round (each runs ≥ ``min_time`` and ≥ 3 calls);
+    the callables alternate within a round, so the machine's drift hits all alike. Each is first warmed up for
+    ``warmup_time`` seconds and at least ``warmup_calls`` calls."""
+    for call in calls.values():
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < warmup_time or n < warmup_calls:
+            call()
+            n += 1
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < min_time or n < 3:
+                call()
+                n += 1
+            times[name].append((time.perf_counter() - t0) / n)
+    return times
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of the within-round ratio ``slow / fast``: the machine's slow drift cancels."""
+    return statistics.median(a / b for a, b in zip(slow, fast))
 
 
 def feeds(sess, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -127,21 +159,12 @@ def main() -> None:
             for bs in map(int, args.batch_sizes.split(",")):
                 ids = rng.integers(1000, 30000, size=(bs, args.seq_len)).astype(np.int64)
                 batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-                times = {name: [] for name in sessions}
-                for name, sess in sessions.items():  # warm-up
-                    sess.run(None, feeds(sess, batch))
-                for _ in range(args.rounds):
-                    for name, sess in sessions.items():
-                        f, n, t0 = feeds(sess, batch), 0, time.perf_counter()
-                        while time.perf_counter() - t0 < args.min_time or n < 3:
-                            sess.run(None, f)
-                            n += 1
-                        times[name].append((time.perf_counter() - t0) / n)
+                calls = {name: (lambda s=sess, f=feeds(sess, batch): s.run(None, f)) for name, sess in sessions.items()}
+                times = time_rounds(calls, args.rounds, args.min_time)
                 med = {name: statistics.median(v) * 1000 for name, v in times.items()}
 
                 def ratio(slow: str, fast: str) -> float:
-                    """Median over rounds of the within-round ratio: the machine's slow drift cancels."""
-                    return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
+                    return paired_ratio(times[slow], times[fast])
 
                 shape_result[f"batch{bs}"] = med
                 shape_result[f"batch{bs}_vs_fp32"] = {name: ratio("fp32", name) for name in times}

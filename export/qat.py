@@ -35,13 +35,17 @@ def fake_quant_weight(weight: torch.Tensor, reduce_range: bool = False) -> torch
     return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero, 0, -qmax, qmax)
 
 
-def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
-    """Any shape → rounded as ``DynamicQuantizeLinear`` would: per tensor, asymmetric UINT8, range incl. 0."""
+def _uint8_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of ONNX Runtime's asymmetric UINT8 over ``x``'s range including 0 (scalars)."""
     lo = x.detach().min().clamp(max=0).float()
     hi = x.detach().max().clamp(min=0).float()
     scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
-    zero = torch.round(-lo / scale).clamp(0, 255).to(torch.int32)
-    return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
+    return scale, torch.round(-lo / scale).clamp(0, 255).to(torch.int32)
+
+
+def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """Any shape → rounded as ``DynamicQuantizeLinear`` would: per tensor, asymmetric UINT8, range incl. 0."""
+    return torch.fake_quantize_per_tensor_affine(x, *_uint8_range(x), 0, 255)
 
 
 class _WeightFakeQuant(nn.Module):
@@ -61,11 +65,7 @@ def fake_quant_rows(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Rows looked up from ``table`` [V, H] → rounded as ORT stores a quantized embedding table: per table,
     asymmetric UINT8 over the whole table's range incl. 0 (``quantize_embeddings``: Gather + DequantizeLinear).
     Rounding the looked-up rows with the table's scale equals rounding the table, without touching all of it."""
-    lo = table.detach().min().clamp(max=0).float()
-    hi = table.detach().max().clamp(min=0).float()
-    scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
-    zero = torch.round(-lo / scale).clamp(0, 255).to(torch.int32)
-    return torch.fake_quantize_per_tensor_affine(rows, scale, zero, 0, 255)
+    return torch.fake_quantize_per_tensor_affine(rows, *_uint8_range(table), 0, 255)
 
 
 def _embedding_fake_quant(module, _args, output):
