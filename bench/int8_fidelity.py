@@ -52,17 +52,15 @@ def qat_variant(args, lines: list[str], held_out: set[str], work: Path, reduce: 
     """Retrain a copy of MODEL fake-quantized against the FP32 original; export and quantize it (dynamic)."""
     from compress.architectures import arch_spec
     from compress.config import TrainConfig
-    from compress.corpus import Corpus, MixedSampler
     from export.qat import retrain
 
     student, reference = AutoModel.from_pretrained(args.model), AutoModel.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     spec = arch_spec(student.config.model_type)
-    sampler = MixedSampler([Corpus(Path("train"), [l for l in lines if l not in held_out])], [1.0], 1.0, seed=0)
     cfg = TrainConfig(steps=args.qat_steps, batch_size=32, lr=lr, weight_decay=0.0, warmup_steps=0,
                       checkpoint_every=10**9, log_every=10, device="cpu")
     retrain(student, reference, spec=spec, reference_spec=spec, reference_layer=student.config.num_hidden_layers - 1,
-            tokenizer=tokenizer, sampler=sampler, relation_heads=48, cfg=cfg, out_dir=work / "train",
+            tokenizer=tokenizer, lines=[l for l in lines if l not in held_out], relation_heads=48, cfg=cfg, out_dir=work / "train",
             reduce_range=reduce, output_weight=1.0, embedding_weight=1.0, max_length=64)
     student.eval().save_pretrained(work / "student")
     tokenizer.save_pretrained(work / "student")

@@ -26,6 +26,7 @@ from bench.timing import measure
 from bench.tokenization import load_tokenizer
 from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
+from compress.prepare_data import text_sources
 from compress.errors import UserError
 from compress.run_dir import RunDir, now
 
@@ -114,7 +115,9 @@ def input_texts(cfg: BenchConfig, run_dirs: list[Path]) -> list[str]:
     lines: list[str] = []
     for pattern in sources:
         for path in expand_pattern(pattern):
-            lines += read_corpus(path).lines[: MAX_TEXT_LINES - len(lines)]
+            for text in text_sources(path):
+                if len(lines) < MAX_TEXT_LINES:
+                    lines += read_corpus(text, limit=MAX_TEXT_LINES - len(lines)).lines
     if not lines:
         raise UserError("no text for the benchmark inputs: pass --text FILE (real sentences in the target language)")
     return lines

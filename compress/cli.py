@@ -40,7 +40,7 @@ def _corpus_entry(item: str) -> dict:
 def distill(
     overrides: List[str] = typer.Argument(None, help="config overrides, e.g. train.lr=3e-4 loss.weights.vv=2"),
     teacher: Optional[str] = typer.Option(None, help="teacher: Hugging Face model id or local folder"),
-    corpus: Optional[List[str]] = typer.Option(None, help="unlabelled text (file, folder, .jsonl, .gz); repeat to mix; PATH:WEIGHT"),
+    corpus: Optional[List[str]] = typer.Option(None, help="unlabelled text (file, folder, .jsonl, .gz, .parquet, datasets folder) or a prepare-data folder; repeat to mix; PATH:WEIGHT"),
     run_dir: Path = typer.Option(..., help="run folder: student/, distill/, manifest.json are written here"),
     config: Optional[Path] = typer.Option(None, help="YAML preset (see configs/)"),
     layers: Optional[int] = typer.Option(None, help="student layers"),
@@ -50,7 +50,7 @@ def distill(
     teacher_layer: Optional[str] = typer.Option(None, help="teacher layer: auto, last or N (1-based)"),
     steps: Optional[int] = typer.Option(None, help="optimiser steps"),
     batch_size: Optional[int] = typer.Option(None, help="sequences per step per process"),
-    max_length: Optional[int] = typer.Option(None, help="tokens per sequence (longer lines are truncated)"),
+    max_length: Optional[int] = typer.Option(None, help="tokens per sequence (longer lines become several windows)"),
     lr: Optional[float] = typer.Option(None, help="peak learning rate"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
@@ -81,6 +81,45 @@ def distill(
         loss = f"loss {m['loss']:.4f}" if "loss" in m else "no training steps"
         typer.echo(f"student: {result['outputs']['student']}  ({loss}, "
                    f"teacher layer {result['resolved']['teacher_layer']}, {result['resolved']['relation_heads']} relation heads)")
+
+
+@app.command("prepare-data")
+def prepare_data(
+    corpus: List[str] = typer.Option(..., help="raw text: file, folder, .jsonl, .gz, .parquet, datasets folder; repeat for several"),
+    out: Path = typer.Option(..., help="output folder: one prepared corpus per --corpus, and prepared.json"),
+    teacher: Optional[str] = typer.Option(None, help="the teacher whose tokenizer to use (model folder or id)"),
+    tokenizer: Optional[str] = typer.Option(None, help="a tokenizer folder or id instead of --teacher"),
+    max_length: int = typer.Option(128, help="tokens per sequence, special tokens included (the distill --max-length)"),
+    truncate: bool = typer.Option(False, "--truncate", help="keep only the first window of a long line (default: all windows)"),
+    text_field: str = typer.Option("text", help="the text field of .jsonl, Parquet and datasets records"),
+    workers: Optional[int] = typer.Option(None, help="tokenizer processes (default: one per core, at most 16)"),
+    max_bad_share: float = typer.Option(0.1, help="refuse a corpus with more than this share of non-text records"),
+    verify: bool = typer.Option(False, "--verify", help="also check every shard's SHA-256 afterwards"),
+) -> None:
+    """Tokenize raw corpora once into memory-mapped token shards that `compress distill --corpus` reads."""
+    from compress.corpus import expand_pattern
+    from compress.prepare_data import PrepareSettings, default_workers, prepare_set, tokenizer_spec
+    from compress.teacher import load_tokenizer
+    from compress.token_shards import TokenCorpus
+
+    if (teacher is None) == (tokenizer is None):
+        raise UserError("pass exactly one of --teacher or --tokenizer: the tokenizer the shards are made with")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    settings = PrepareSettings(max_length=max_length, long_lines="truncate" if truncate else "window",
+                               text_field=text_field, max_bad_share=max_bad_share)
+    spec = tokenizer_spec(load_tokenizer(teacher or tokenizer))
+    sources = [path for item in corpus for path in expand_pattern(item)]
+    folders = prepare_set(sources, out, spec, settings, workers=workers or default_workers())
+    for folder in folders:
+        prepared = TokenCorpus(folder)
+        if verify:
+            prepared.verify()
+        stats = prepared.meta["stats"]
+        typer.echo(f"{folder}: {stats['documents']:,} records → {stats['sequences']:,} sequences, {stats['tokens']:,} tokens "
+                   f"({stats['windowed_documents']:,} split into windows; skipped {stats['empty']:,} empty, "
+                   f"{stats['undecodable']:,} not UTF-8, {stats['not_text']:,} non-text)")
+    typer.echo(f"prepared: {out}  (distill with --corpus {out})")
 
 
 @app.command()

@@ -45,7 +45,8 @@ class LossConfig(_Strict):
 
 
 class CorpusConfig(_Strict):
-    """One unlabelled corpus: a text file, a folder of files, ``.jsonl`` or any of these gzipped."""
+    """One unlabelled corpus: a text file, ``.jsonl``, ``.parquet`` (any of the text ones gzipped), a
+    ``datasets`` folder, a folder of them, or a folder written by ``compress prepare-data``."""
 
     path: str
     weight: float = Field(1.0, gt=0)
@@ -55,6 +56,21 @@ class CorpusConfig(_Strict):
 class DataConfig(_Strict):
     corpora: list[CorpusConfig] = Field(default_factory=list)
     max_length: int = Field(128, ge=8)
+    long_lines: Literal["window", "truncate"] = Field(
+        "window", description="a line longer than max_length: split into windows, or keep only its first window")
+    prepare_workers: Union[int, Literal["auto"]] = Field(
+        "auto", description="tokenizer processes for preparing raw corpora (auto: one per core, at most 16)")
+    cache_dir: str | None = Field(
+        None, description="where raw corpora are prepared (default: $RELATION_COMPRESS_CACHE/prepared)")
+    max_bad_share: float = Field(
+        0.1, ge=0, le=1, description="refuse a corpus whose share of undecodable or non-text records is above this")
+
+    @field_validator("prepare_workers")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
     # Mixture sampling: corpus i is drawn with probability ∝ weight_i · (n_i / Σn)^alpha
     # (alpha 1: proportional to size; alpha 0: uniform over corpora; XLM-R used 0.3).
     sampling_alpha: float = Field(0.3, ge=0, le=1)
@@ -76,10 +92,12 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    loader_workers: Union[int, Literal["auto"]] = Field(
+        "auto", description="DataLoader processes per rank (auto: 2 on CUDA, 0 on CPU)")
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
 
-    @field_validator("warmup_steps")
+    @field_validator("warmup_steps", "loader_workers")
     @classmethod
     def _non_negative(cls, v):
         if isinstance(v, int) and v < 0:

@@ -13,20 +13,27 @@ import torch
 
 from compress.architectures import layer_list
 from compress.config import DistillConfig, to_plain
-from compress.corpus import MixedSampler, expand_pattern, read_corpus
-from compress.distributed import barrier, gather_objects, init_from_env, seed_everything
+import numpy as np
+
+from compress.assets.cache import cache_dir
+from compress.corpus import MixedSampler, expand_pattern
+from compress.distributed import DistContext, barrier, gather_objects, init_from_env, seed_everything
 from compress.errors import UserError
+from compress.loader import ShardBatches, batches, make_loader, resolve_workers
+from compress.prepare_data import (
+    PrepareSettings, TokenizerSpec, default_workers, piece_counts, resolve_corpus, text_sources, tokenizer_spec,
+)
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.relation_loss import relation_kd_loss
 from compress.run_dir import RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of
 from compress.student import build_student, init_from_teacher_layers, student_config
 from compress.teacher import (
-    count_parameters, load_teacher, load_teacher_config, resolve_relation_heads, resolve_teacher_layer,
+    count_parameters, load_teacher, load_teacher_config, load_tokenizer, max_sequence_length, resolve_relation_heads,
+    resolve_teacher_layer,
 )
+from compress.token_shards import TokenCorpus
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
-from compress.vocab_trim import (
-    TRIMMED_VOCAB, choose_kept_ids, config_token_ids, count_pieces, trim_embeddings, trim_tokenizer,
-)
+from compress.vocab_trim import TRIMMED_VOCAB, choose_kept_ids, config_token_ids, trim_embeddings, trim_tokenizer
 
 log = logging.getLogger(__name__)
 STAGE = "distill"
@@ -54,32 +61,92 @@ def _params_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def hidden_mse(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.Tensor, teacher_ids: torch.Tensor,
-               mask: torch.Tensor) -> torch.Tensor:
-    """Baseline objective: mean squared error between the student's last hidden states and the
-    (truncated) teacher's output, over real tokens. ids, teacher_ids, mask [B, T]; hidden states [B, T, H]."""
-    with torch.no_grad():
-        target = teacher(input_ids=teacher_ids, attention_mask=mask).last_hidden_state
-    hidden = student(input_ids=ids, attention_mask=mask).last_hidden_state
+def hidden_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Baseline objective: mean squared error between the student's last hidden states and the (truncated)
+    teacher's output, over real tokens. hidden, target [B, T, H]; mask [B, T]."""
     keep = mask.unsqueeze(-1).to(hidden.dtype)
     return (((hidden.float() - target.float()) ** 2) * keep).sum() / (keep.sum() * hidden.shape[-1])
 
 
-def trimmed_vocabulary(teacher, corpora, cfg: DistillConfig, folder: Path):
+def trimmed_vocabulary(teacher_tokenizer, teacher_config, counts, cfg: DistillConfig, folder: Path):
     """The student's tokenizer and kept ids (student id i = teacher id kept_ids[i]) for the pieces the
-    corpora use; deterministic, so a resumed run recomputes the same ones."""
-    lines = [line for corpus in corpora for line in corpus.lines]
-    counts = count_pieces(teacher.tokenizer, lines)
-    kept = choose_kept_ids(teacher.tokenizer, counts, min_count=cfg.student.trim_min_count,
+    corpora use (``counts``: teacher id → occurrences); deterministic, so a resumed run recomputes the same ones."""
+    kept = choose_kept_ids(teacher_tokenizer, counts, min_count=cfg.student.trim_min_count,
                            keep_top=cfg.student.trim_keep_top)
-    kept = sorted(set(kept) | config_token_ids(teacher.config))
+    kept = sorted(set(kept) | config_token_ids(teacher_config))
     record = folder.parent / "kept_ids.json"  # a resumed run must rebuild the very same vocabulary
     if record.exists() and json.loads(record.read_text(encoding="utf-8")) != kept:
         raise UserError(f"the corpora give another trimmed vocabulary than when {folder.parent.parent} started "
                         "(were they edited?): restore them, or start a new --run-dir")
     folder.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record, json.dumps(kept))
-    return trim_tokenizer(teacher.tokenizer, kept, folder), kept
+    return trim_tokenizer(teacher_tokenizer, kept, folder), kept
+
+
+def prepare_settings(cfg: DistillConfig) -> PrepareSettings:
+    return PrepareSettings(max_length=cfg.data.max_length, long_lines=cfg.data.long_lines, max_bad_share=cfg.data.max_bad_share)
+
+
+def token_corpora(cfg: DistillConfig, spec: TokenizerSpec, ctx: DistContext, *, raw: bool = False) -> tuple[list[TokenCorpus], list[float]]:
+    """The run's corpora as token shards, with their mixing weights; raw corpora are prepared into the
+    cache first, by one process per machine while the others wait. ``raw=True``: prepare from the text
+    behind prepared folders too (a trimmed student's tokenizer reads the text anew)."""
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else cache_dir() / "prepared"
+    workers = default_workers() if cfg.data.prepare_workers == "auto" else cfg.data.prepare_workers
+
+    def resolve() -> tuple[list[TokenCorpus], list[float]]:
+        corpora, weights = [], []
+        for entry in cfg.data.corpora:
+            for path in expand_pattern(entry.path):  # a glob pattern: one corpus per match, each with its weight
+                for source in (text_sources(path) if raw else [path]):
+                    settings = prepare_settings(cfg)
+                    settings.text_field = entry.text_field
+                    found = resolve_corpus(source, spec, settings, teacher=str(cfg.teacher), cache=cache, workers=workers)
+                    corpora += found
+                    weights += [entry.weight] * len(found)
+        return corpora, weights
+
+    if ctx.local_rank == 0:
+        result = resolve()
+    barrier(ctx)
+    if ctx.local_rank != 0:
+        result = resolve()
+    return result
+
+
+def corpus_record(corpus: TokenCorpus) -> dict[str, Any]:
+    """What the manifest says of one corpus: where its shards are, its input's fingerprint and its counts."""
+    meta = corpus.meta
+    return {"path": meta["source"]["path"], "prepared": str(corpus.folder), "fingerprint": meta["source"]["fingerprint"],
+            "sequences": len(corpus), "tokens": corpus.tokens, **meta["stats"]}
+
+
+class StudentForward(torch.nn.Module):
+    """The student as DDP sees it: ``forward(ids, mask)`` → Q, K, V ``[B, T, H]`` of layer ``layer`` (the
+    forward stops there, inside the wrapped call, so DDP's bookkeeping sees an ordinary forward), or the
+    last hidden states ``[B, T, H]`` when ``layer`` is None."""
+
+    def __init__(self, student: torch.nn.Module, spec, layer: int | None):
+        super().__init__()
+        self.student, self.spec, self.layer = student, spec, layer
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor):
+        if self.layer is None:
+            return self.student(input_ids=ids, attention_mask=mask).last_hidden_state
+        return forward_to_qkv(self.student, self.spec, self.layer, ids, mask)
+
+
+def freeze_unreached(student: torch.nn.Module, loss_of: Any) -> list[str]:
+    """Stop training the parameters the loss never reaches (the student's last-layer FFN and pooler for the
+    relation loss), found by one backward pass of ``loss_of()``; AdamW would leave them unchanged anyway,
+    and DDP needs every trained parameter to receive a gradient. Returns their names."""
+    loss_of().backward()
+    frozen = [name for name, p in student.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in student.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+        p.grad = None
+    return frozen
 
 
 def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
@@ -119,23 +186,33 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
     if cfg.loss.objective == "hidden_mse" and t_hidden != cfg.student.hidden:
         raise UserError(f"loss.objective=hidden_mse compares hidden states directly: student hidden "
                         f"{cfg.student.hidden} must equal the teacher's {t_hidden}")
+    longest = max_sequence_length(t_config)
+    if longest is not None and cfg.data.max_length > longest:
+        raise UserError(f"--max-length {cfg.data.max_length} is longer than the teacher's {longest} positions: "
+                        f"pass --max-length {longest} or less")
     teacher_layer = resolve_teacher_layer(cfg.loss.teacher_layer, t_layers, spec)
     relation_heads = resolve_relation_heads(cfg.loss.relation_heads, t_hidden, cfg.student.hidden)
     s_config = student_config(t_config, spec, layers=cfg.student.layers, hidden=cfg.student.hidden,
                               heads=cfg.student.heads, intermediate_size=cfg.student.intermediate_size)
-    # A glob pattern stands for one corpus per match, each with the pattern's weight.
-    entries = [(path, c) for c in cfg.data.corpora for path in expand_pattern(c.path)]
-    corpora = [read_corpus(path, c.text_field) for path, c in entries]
-    sampler = MixedSampler(corpora, [c.weight for _, c in entries], cfg.data.sampling_alpha, cfg.train.seed)
-    teacher = load_teacher(cfg.teacher, t_config)
+    tokenizer = load_tokenizer(cfg.teacher)
+    t_spec = tokenizer_spec(tokenizer)
+    corpora, corpus_weights = token_corpora(cfg, t_spec, ctx)
+    teacher = load_teacher(cfg.teacher, t_config, tokenizer)
 
     student = build_student(s_config, cfg.train.seed)
     if cfg.student.init_from_teacher_layers:
         init_from_teacher_layers(student, teacher.model, spec, cfg.student.init_from_teacher_layers)
-    tokenizer, kept_ids = teacher.tokenizer, None
+    kept_ids, id_map = None, None
     if cfg.student.trim_vocab:
-        tokenizer, kept_ids = trimmed_vocabulary(teacher, corpora, cfg, run_dir.path / STAGE / "tokenizer")
+        counts = piece_counts(corpora, t_spec)
+        tokenizer, kept_ids = trimmed_vocabulary(teacher.tokenizer, teacher.config, counts, cfg,
+                                                 run_dir.path / STAGE / "tokenizer")
         trim_embeddings(student, kept_ids)
+        if set(counts) <= set(kept_ids):  # every piece the text uses is kept: the same segmentation, renumbered
+            id_map = np.zeros(t_spec.vocab_size, dtype=np.int64)
+            id_map[kept_ids] = np.arange(len(kept_ids))
+        else:  # pieces were dropped: the student's own tokenizer reads the text anew
+            corpora, corpus_weights = token_corpora(cfg, tokenizer_spec(tokenizer), ctx, raw=True)
         log.info("vocabulary trimmed to the corpora: %d → %d pieces", t_cfg["vocab_size"], len(kept_ids))
     # Student ids → teacher ids (identity without trimming): the teacher reads the same pieces.
     to_teacher = torch.tensor(kept_ids, device=ctx.device) if kept_ids else None
@@ -154,32 +231,57 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
     micro_batch = cfg.train.batch_size // cfg.train.grad_accum
     s_last = cfg.student.layers - 1
     weights = [cfg.loss.weights.get(k, 1.0) for k in ("qq", "kk", "vv")]
-    first_batch_hash = hashlib.sha256("\n".join(sampler.batch(micro_batch, 0, 0, ctx.rank)).encode()).hexdigest()
+    sampler = MixedSampler([len(c) for c in corpora], corpus_weights, cfg.data.sampling_alpha, cfg.train.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def compute_loss(step: int, micro: int) -> StepOutput:
-        texts = sampler.batch(micro_batch, step, micro, ctx.rank)
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
-        t_ids = ids if to_teacher is None else to_teacher[ids]
-        if cfg.loss.objective == "hidden_mse":
-            loss = hidden_mse(student, teacher.model, ids, t_ids, mask)
-            return StepOutput(loss=loss, parts={}, tokens=int(mask.sum()))
+    def dataset(start: int) -> ShardBatches:
+        return ShardBatches(corpora, sampler, micro_batch, cfg.train.grad_accum, ctx.rank, start, cfg.train.steps,
+                            pad_id, id_map)
+
+    first_batch_hash = hashlib.sha256(b"".join(row.tobytes() for row in dataset(0).rows(0, 0))).hexdigest()
+    loader_workers = resolve_workers(cfg.train.loader_workers, ctx.device)
+
+    def loader(start: int):
+        return batches(make_loader(dataset(start), loader_workers, ctx.device))
+
+    def on_device(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids = batch["input_ids"].to(ctx.device, non_blocking=True)
+        mask = batch["attention_mask"].to(ctx.device, non_blocking=True)
+        return ids, (ids if to_teacher is None else to_teacher[ids]), mask
+
+    relations = cfg.loss.objective == "relations"
+    forward = StudentForward(student, spec, s_last if relations else None)
+    probe = torch.zeros((1, 4), dtype=torch.long, device=ctx.device), torch.ones((1, 4), dtype=torch.long, device=ctx.device)
+    frozen = freeze_unreached(student, lambda: sum(x.float().sum() for x in (forward(*probe) if relations else [forward(*probe)])))
+    log.info("%d student tensors are never reached by the loss and stay as initialised (%s)", len(frozen),
+             ", ".join(frozen[:3]) + (", ..." if len(frozen) > 3 else ""))
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                          broadcast_buffers=False)
+
+    def compute_loss(step: int, micro: int, batch: dict[str, Any]) -> StepOutput:
+        ids, t_ids, mask = on_device(batch)
+        if not relations:
+            with torch.no_grad():
+                target = teacher.model(input_ids=t_ids, attention_mask=mask).last_hidden_state
+            return StepOutput(loss=hidden_mse(forward(ids, mask), target, mask), parts={}, tokens=batch["tokens"])
         with torch.no_grad():
             t_qkv = forward_to_qkv(teacher.model, spec, teacher_layer - 1, t_ids, mask)
-        s_qkv = forward_to_qkv(student, spec, s_last, ids, mask)
+        s_qkv = forward(ids, mask)
         loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, relation_heads, weights)
-        return StepOutput(loss=loss, parts={k: v.item() for k, v in parts.items()}, tokens=int(mask.sum()))
+        return StepOutput(loss=loss, parts=parts, tokens=batch["tokens"])
 
     resolved = {"teacher_layer": teacher_layer, "teacher_layers": t_layers, "relation_heads": relation_heads,
                 "student_vocab": len(kept_ids) if kept_ids else t_cfg["vocab_size"],
                 "relation_head_size": {"teacher": t_hidden // relation_heads, "student": cfg.student.hidden // relation_heads},
-                "world_size": ctx.world_size, "device": str(ctx.device)}
+                "world_size": ctx.world_size, "device": str(ctx.device), "loader_workers": loader_workers}
     if ctx.is_main:
         run_dir.write_config(to_plain(cfg))
         run_dir.update_stage(
             STAGE, status="running", started=now(), config=to_plain(cfg), resolved=resolved, versions=library_versions(),
-            inputs={"teacher": _teacher_fingerprint(cfg.teacher),
-                    "corpora": [{"path": str(c.path), "sha256": sha256_of(c.path), **vars(c.stats)} for c in corpora]},
+            inputs={"teacher": _teacher_fingerprint(cfg.teacher), "corpora": [corpus_record(c) for c in corpora]},
         )
     log.info("distilling %s layer %d/%d → student %d×%d (%d heads), %d relation heads, on %s ×%d",
              cfg.teacher, teacher_layer, t_layers, cfg.student.layers, cfg.student.hidden, cfg.student.heads,
@@ -187,7 +289,8 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
 
     t0 = time.perf_counter()
     try:
-        last = train(student, compute_loss, cfg.train, run_dir.path / STAGE, ctx, resume=resume, description="distill")
+        last = train(student, compute_loss, cfg.train, run_dir.path / STAGE, ctx, batches=loader,
+                     no_sync=getattr(forward, "no_sync", None), resume=resume, description="distill")
     except TrainingInterrupted as stop:
         if ctx.is_main:
             run_dir.update_stage(STAGE, status="interrupted", step=stop.step)

@@ -1,9 +1,8 @@
 """Data parallelism on ``torch.distributed``, launched with ``torchrun`` (NCCL on CUDA, gloo on CPU).
 
-Gradients are averaged by hand after the backward passes (no DDP wrapper): the student's forward
-stops early inside a hook, which DDP's forward bookkeeping does not expect, and an explicit all-reduce
-is easy to read. Parameters that got no gradient (the student's top-layer FFN, which the relation
-loss never reaches) are the same on every rank, so all ranks reduce the same tensors.
+The training step wraps the student in ``DistributedDataParallel`` (bucketed all-reduces that overlap
+with the backward pass; see compress.distill); this module only joins the process group and carries
+the few collective helpers the run needs (weight fingerprints, checkpoint RNG states, barriers).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    local_rank: int = 0  # rank within this machine (one process per machine prepares shared caches)
 
     @property
     def is_main(self) -> bool:
@@ -58,27 +58,7 @@ def init_from_env(requested_device: str) -> DistContext:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank=dist.get_rank(), world_size=world_size, device=device)
-
-
-def average_gradients(params: Iterable[torch.nn.Parameter], ctx: DistContext) -> None:
-    """Average ``.grad`` over ranks in place (no-op for one process)."""
-    if not ctx.distributed:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    handles = [dist.all_reduce(g, async_op=True) for g in grads]
-    for handle, grad in zip(handles, grads):
-        handle.wait()
-        grad.div_(ctx.world_size)
-
-
-def sum_over_ranks(values: list[float], ctx: DistContext) -> list[float]:
-    """Element-wise sum of a short list of numbers over ranks."""
-    if not ctx.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(t)
-    return t.tolist()
+    return DistContext(rank=dist.get_rank(), world_size=world_size, device=device, local_rank=local_rank)
 
 
 def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:

@@ -113,14 +113,15 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
                             warmup_steps=int(r["warmup_ratio"] * total), seed=cfg.seed, device=cfg.device,
                             checkpoint_every=steps_per_epoch, log_every=min(10, steps_per_epoch), eps=1e-8)
 
-    def compute_loss(step: int, micro: int) -> StepOutput:
+    def compute_loss(step: int, micro: int, _batch) -> StepOutput:
         epoch, position = divmod(step, steps_per_epoch)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_rows))
         index = order[position * r["batch_size"] : (position + 1) * r["batch_size"]].tolist()
         batch = tokenizer([texts[i] for i in index], [pairs[i] for i in index] if pairs else None, padding=True,
-                          truncation=True, max_length=r["max_length"], return_tensors="pt").to(device)
-        loss = model(**batch, labels=label_ids[index].to(device)).loss
-        return StepOutput(loss=loss, parts={}, tokens=int(batch["attention_mask"].sum()))
+                          truncation=True, max_length=r["max_length"], return_tensors="pt")
+        tokens = int(batch["attention_mask"].sum())
+        loss = model(**batch.to(device), labels=label_ids[index].to(device)).loss
+        return StepOutput(loss=loss, parts={}, tokens=tokens)
 
     best_path = work / "best.json"
 

@@ -42,15 +42,34 @@ def load_teacher_config(name: str) -> tuple[PretrainedConfig, ArchSpec]:
     return config, arch_spec(config.model_type)
 
 
-def load_teacher(name: str, config: PretrainedConfig | None = None) -> Teacher:
-    """Model (base encoder, eval mode, frozen) and tokenizer of ``name`` (config: already loaded, optional)."""
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The teacher's tokenizer alone (preparing data needs it before the weights are loaded)."""
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as err:
+        raise UserError(f"cannot load the tokenizer of '{name}' ({first_line(err)}): check the folder is complete") from None
+
+
+def max_sequence_length(config: PretrainedConfig) -> int | None:
+    """The longest input the model's position table allows (RoBERTa-style tables start after the pad id)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        return positions - (config.pad_token_id or 0) - 1
+    return positions
+
+
+def load_teacher(name: str, config: PretrainedConfig | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> Teacher:
+    """Model (base encoder, eval mode, frozen) and tokenizer of ``name`` (config, tokenizer: already loaded, optional)."""
     if config is None:
         config, spec = load_teacher_config(name)
     else:
         spec = arch_spec(config.model_type)
     try:
         model = AutoModel.from_pretrained(name, config=config)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
     except Exception as err:  # safetensors, torch and tokenizers each raise their own types for a bad file
         raise UserError(f"cannot load teacher weights or tokenizer from '{name}' ({first_line(err)}): check the folder is complete") from None
     model.eval()

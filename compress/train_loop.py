@@ -1,7 +1,7 @@
 """The one training loop, shared by distillation and quantization-aware retraining.
 
 Written out in full (no callback engine): AdamW with linear warm-up and decay, gradient accumulation,
-clipping, optional bf16 autocast, a data-parallel gradient average, metrics as JSON lines, atomic
+clipping, optional bf16 autocast, DDP's ``no_sync`` during accumulation, metrics as JSON lines, atomic
 checkpoints that make ``resume`` exact, Ctrl-C that saves and exits, and a stop on a NaN/inf loss.
 """
 
@@ -16,14 +16,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from compress.config import TrainConfig
-from compress.distributed import (
-    DistContext, average_gradients, barrier, gather_objects, rng_state, set_rng_state, sum_over_ranks,
-)
+from compress.distributed import DistContext, barrier, gather_objects, rng_state, set_rng_state
 from compress.progress import StepProgress
 from compress.run_dir import atomic_write_text
 
@@ -36,8 +34,8 @@ class StepOutput:
     """What one micro-batch contributes: the loss to backpropagate, named parts to log, tokens seen."""
 
     loss: torch.Tensor
-    parts: dict[str, float]
-    tokens: int
+    parts: dict[str, torch.Tensor | float]  # tensors stay on the device until a logging step
+    tokens: int  # counted on the host (from the batch before it went to the device)
 
 
 class TrainingInterrupted(Exception):
@@ -92,7 +90,7 @@ def autocast_context(device: torch.device, precision: str):
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rngs: list) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "data_position": step, "rng": rngs}, tmp)
+                "scheduler": scheduler.state_dict(), "step": step, "rng": rngs}, tmp)
     os.replace(tmp, path)
 
 
@@ -104,19 +102,35 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def _reduce(values: list[torch.Tensor | float], ctx: DistContext) -> list[float]:
+    """Sum ``values`` over ranks and bring them to the host: the only device sync of the loop."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ctx.device) for v in values])
+    if ctx.distributed:
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
 def train(
     model: torch.nn.Module,
-    compute_loss: Callable[[int, int], StepOutput],
+    compute_loss: Callable[[int, int, Any], StepOutput],
     cfg: TrainConfig,
     out_dir: Path,
     ctx: DistContext,
     *,
+    batches: Callable[[int], Iterator[Any]] | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
     resume: bool = False,
     description: str = "train",
     dropout: bool = True,
     after_checkpoint: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Run ``cfg.steps`` optimiser steps; ``compute_loss(step, micro)`` builds one micro-batch's loss.
+    """Run ``cfg.steps`` optimiser steps; ``compute_loss(step, micro, batch)`` builds one micro-batch's loss.
+
+    ``batches(start_step)``, when given, yields the micro-batches from ``start_step`` on in order (a
+    DataLoader); ``batch`` is None otherwise. ``no_sync()`` (DDP's) wraps every micro-batch but a step's
+    last, so gradients are all-reduced once per step, overlapped with the last backward pass.
+    The host waits for the device only on logging and checkpoint steps: the loss, its parts and any
+    stop request are reduced there, and a NaN/inf loss is caught there, before any checkpoint is written.
 
     Writes ``out_dir/metrics.jsonl`` and ``out_dir/checkpoint.pt`` (main rank). Returns the last
     logged metrics. Raises TrainingInterrupted on Ctrl-C and TrainingDiverged on a NaN/inf loss.
@@ -144,7 +158,7 @@ def train(
             _truncate_metrics(metrics_path, start)
     elif ctx.is_main and metrics_path.exists():
         metrics_path.unlink()
-    last_good = start
+    last_good: int | None = start if checkpoint.exists() else None
 
     def save(step: int) -> None:
         nonlocal last_good
@@ -155,58 +169,89 @@ def train(
         last_good = step
 
     model.train(dropout)
+    data = iter(batches(start)) if batches is not None else None
     last: dict[str, float] = {}
-    window_tokens, window_t0 = 0.0, time.perf_counter()
-    step = start
+    window = _Window(first=start)
+    step, status = start, ""
     with _StopRequests() as stop, StepProgress(cfg.steps, start, description, enabled=ctx.is_main, every=cfg.log_every) as progress:
         while step < cfg.steps:
             optimizer.zero_grad(set_to_none=True)
-            loss_sum, parts_sum, tokens = 0.0, {}, 0
             for micro in range(cfg.grad_accum):
-                with autocast_context(ctx.device, cfg.precision):
-                    out = compute_loss(step, micro)
-                (out.loss / cfg.grad_accum).backward()
-                loss_sum += out.loss.item() / cfg.grad_accum
-                for k, v in out.parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
-                tokens += out.tokens
-            names = sorted(parts_sum)
-            # One all-reduce carries the loss, the token count, any rank's stop request and the parts.
-            reduced = sum_over_ranks([loss_sum, tokens, float(stop.requested)] + [parts_sum[k] for k in names], ctx)
-            loss_mean, tokens_all, stop_requested = reduced[0] / ctx.world_size, reduced[1], reduced[2] > 0
-            if not math.isfinite(loss_mean):
-                raise TrainingDiverged(
-                    f"loss became {loss_mean} at step {step + 1}; the last good checkpoint (step {last_good}) is "
-                    f"kept in {out_dir}: lower --lr or check the data, then continue with --resume"
-                )
-            average_gradients(params, ctx)
+                batch = next(data) if data is not None else None
+                sync = no_sync is None or micro == cfg.grad_accum - 1
+                with contextlib.nullcontext() if sync else no_sync():
+                    with autocast_context(ctx.device, cfg.precision):
+                        out = compute_loss(step, micro, batch)
+                    (out.loss / cfg.grad_accum).backward()
+                window.add(out, cfg.grad_accum)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             step += 1
-            window_tokens += tokens_all
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                elapsed = time.perf_counter() - window_t0
-                last = {"step": step, "loss": loss_mean,
-                        **{k: v / ctx.world_size for k, v in zip(names, reduced[3:])},
-                        "lr": lr, "tokens_per_s": window_tokens / elapsed if elapsed > 0 else 0.0}
-                if ctx.is_main:
-                    with open(metrics_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(last) + "\n")
-                window_tokens, window_t0 = 0.0, time.perf_counter()
-            progress.update(step, f"loss {loss_mean:.4f} {last.get('tokens_per_s', 0):,.0f} tok/s")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            log_now = step % cfg.log_every == 0 or step == cfg.steps
+            save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            # One process can stop between any two steps; several agree on it at the next synced step.
+            stop_now = stop.requested and not ctx.distributed
+            if log_now or save_now or stop_now:
+                names, reduced = window.reduce(ctx, stop.requested)
+                loss_mean = reduced["loss"]
+                if not math.isfinite(loss_mean):
+                    kept = (f"the last good checkpoint (step {last_good}) is kept in {out_dir}" if last_good is not None
+                            else "no checkpoint was written yet")
+                    raise TrainingDiverged(
+                        f"loss became {loss_mean} between steps {window.first + 1} and {step}; {kept}: lower --lr or "
+                        "check the data, then " + ("continue with --resume" if last_good is not None else "start again")
+                    )
+                stop_now = reduced["stop"] > 0
+                if log_now:
+                    elapsed = time.perf_counter() - window.t0
+                    last = {"step": step, "loss": loss_mean, **{k: reduced[k] for k in names}, "lr": lr,
+                            "tokens_per_s": reduced["tokens"] / elapsed if elapsed > 0 else 0.0}
+                    if ctx.is_main:
+                        with open(metrics_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(last) + "\n")
+                window = _Window(first=step)
+                status = f"loss {loss_mean:.4f} {last.get('tokens_per_s', 0):,.0f} tok/s"
+            progress.update(step, status)
+            if save_now:
                 save(step)
                 if after_checkpoint is not None:
                     after_checkpoint(step)
                     model.train(dropout)
-            if stop_requested:
-                if step % cfg.checkpoint_every and step != cfg.steps:
+            if stop_now:
+                if not save_now:
                     save(step)
                 raise TrainingInterrupted(step, checkpoint)
     return last
+
+
+class _Window:
+    """Loss, its parts and the token count since the last synced step, kept on the device."""
+
+    def __init__(self, first: int = 0):
+        self.first, self.t0 = first, time.perf_counter()
+        self.steps = 0.0
+        self.loss: torch.Tensor | float = 0.0
+        self.parts: dict[str, torch.Tensor | float] = {}
+        self.tokens = 0
+
+    def add(self, out: StepOutput, grad_accum: int) -> None:
+        self.steps += 1 / grad_accum
+        self.loss = self.loss + out.loss.detach().float() / grad_accum
+        for k, v in out.parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v) / grad_accum
+        self.tokens += out.tokens
+
+    def reduce(self, ctx: DistContext, stop: bool) -> tuple[list[str], dict[str, float]]:
+        """Means per step over the window and over ranks; ``tokens`` and ``stop`` summed over ranks."""
+        names = sorted(self.parts)
+        values = _reduce([self.loss, float(self.tokens), float(stop)] + [self.parts[k] for k in names], ctx)
+        scale = 1.0 / (max(self.steps, 1e-9) * ctx.world_size)
+        reduced = {"loss": values[0] * scale, "tokens": values[1], "stop": values[2]}
+        reduced.update({k: v * scale for k, v in zip(names, values[3:])})
+        return names, reduced
 
 
 class _StopRequests:

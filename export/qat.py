@@ -119,7 +119,7 @@ def retrain(
     reference_spec: ArchSpec,
     reference_layer: int,
     tokenizer,
-    sampler,
+    lines: list[str],
     relation_heads: int,
     cfg,
     out_dir,
@@ -139,6 +139,7 @@ def retrain(
     a search index sees; needs equal hidden sizes). Dropout is off. On return the fake quantization is
     removed again (see :func:`convert`).
     """
+    from compress.corpus import MixedSampler
     from compress.distributed import init_from_env
     from compress.qkv_capture import forward_with_qkv
     from compress.relation_loss import relation_kd_loss, relation_kl
@@ -151,24 +152,25 @@ def retrain(
     last_layer = len(layer_list(student, spec)) - 1
     micro_batch = cfg.batch_size // cfg.grad_accum
 
-    def compute_loss(step: int, micro: int) -> StepOutput:
-        texts = sampler.batch(micro_batch, step, micro, ctx.rank)
+    sampler = MixedSampler([len(lines)], [1.0], 1.0, cfg.seed)
+
+    def compute_loss(step: int, micro: int, _batch) -> StepOutput:
+        texts = sampler.lines([lines], micro_batch, step, micro, ctx.rank)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
         with torch.no_grad():
             ref_out, ref_qkv = forward_with_qkv(reference, reference_spec, reference_layer, ids, mask)
         out, qkv = forward_with_qkv(student, spec, last_layer, ids, mask)
         loss, parts = relation_kd_loss(qkv, ref_qkv, mask, relation_heads)
-        parts = {k: v.item() for k, v in parts.items()}
         if output_weight:
             out_kl = relation_kl(out, ref_out, mask, relation_heads)
             loss = loss + output_weight * out_kl
-            parts["out"] = out_kl.item()
+            parts["out"] = out_kl
         if embedding_weight:
             gap = 1 - F.cosine_similarity(mean_pool(out, mask), mean_pool(ref_out, mask), dim=-1).mean()
             loss = loss + embedding_weight * gap
-            parts["emb"] = gap.item()
-        return StepOutput(loss=loss, parts=parts, tokens=int(mask.sum()))
+            parts["emb"] = gap
+        return StepOutput(loss=loss, parts=parts, tokens=int(enc["attention_mask"].sum()))
 
     try:
         return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)

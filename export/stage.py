@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from compress.config import ExportConfig, to_plain
-from compress.corpus import expand_pattern, read_corpus
+from compress.corpus import expand_pattern, sample_lines
+from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
 from compress.run_dir import RunDir, atomic_write_text, library_versions, now, sha256_of
 from export.fusion import cpu_session_options, fuse_for_cpu
@@ -49,15 +50,17 @@ def export_root(run_dir: RunDir, model: str) -> Path:
     return run_dir.path / STAGE if model == "student" else run_dir.path / STAGE / model
 
 
+TEXT_SAMPLE = 50_000  # lines drawn from the corpora for calibration, parity and QAT (one streaming pass)
+
+
 def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str], list[str]]:
-    """(all lines, calibration lines, parity lines) of the calibration corpus or the distill corpora;
+    """(sampled lines, calibration lines, parity lines) of the calibration corpus or the distill corpora;
     calibration and parity lines are disjoint samples."""
     sources = cfg.calib_corpus or [c["path"] for c in run_dir.stage("distill")["config"]["data"]["corpora"]]
-    lines = [line for pattern in sources for path in expand_pattern(pattern) for line in read_corpus(path).lines]
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(lines))
-    calib = [lines[i] for i in order[: cfg.calib_samples]]
-    parity = [lines[i] for i in order[cfg.calib_samples : cfg.calib_samples + cfg.parity_samples]] or calib[: cfg.parity_samples]
+    paths = [text for pattern in sources for path in expand_pattern(pattern) for text in text_sources(path)]
+    lines = sample_lines(paths, TEXT_SAMPLE, cfg.seed)
+    calib = lines[: cfg.calib_samples]
+    parity = lines[cfg.calib_samples : cfg.calib_samples + cfg.parity_samples] or calib[: cfg.parity_samples]
     return lines, calib, parity
 
 
@@ -209,7 +212,6 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     from transformers import AutoModel
 
     from compress.architectures import arch_spec, layer_list
-    from compress.corpus import Corpus, MixedSampler
     from compress.teacher import load_teacher
     from export.qat import prepare, retrain
 
@@ -228,7 +230,6 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     if not train_lines:  # a corpus smaller than the parity sample: train on those lines too, and say so
         log.warning("QAT: the corpus is too small to hold out the parity lines; they are trained on as well")
         train_lines = list(parity_texts)
-    sampler = MixedSampler([Corpus(path=Path("qat"), lines=train_lines)], [1.0], 1.0, cfg.qat_train.seed)
     student = AutoModel.from_pretrained(model_dir)
     # The embedding term compares vectors: it needs a reference of the student's width.
     same_width = reference.config.hidden_size == student.config.hidden_size
@@ -240,7 +241,7 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     elif not (qat_dir / "checkpoint.pt").exists():
         raise UserError(f"nothing to resume in {qat_dir} (no QAT checkpoint): run the export without --resume")
     metrics = retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
-                      tokenizer=tokenizer, sampler=sampler, relation_heads=distill["resolved"]["relation_heads"],
+                      tokenizer=tokenizer, lines=train_lines, relation_heads=distill["resolved"]["relation_heads"],
                       cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
                       quantize_embeddings=cfg.quantize_embeddings, output_weight=cfg.qat_output_weight,
                       embedding_weight=embedding_weight,

@@ -81,6 +81,19 @@ def corpus_file(tmp_path) -> Path:
     return write_corpus(tmp_path / "corpus.txt")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Prepared corpora and other cached files go to a folder of this test session, not the user's cache
+    (tests that need their own cache set RELATION_COMPRESS_CACHE themselves)."""
+    old = os.environ.get("RELATION_COMPRESS_CACHE")
+    os.environ["RELATION_COMPRESS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("RELATION_COMPRESS_CACHE", None)
+    else:
+        os.environ["RELATION_COMPRESS_CACHE"] = old
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip tests marked ``gpu`` where CUDA is absent (they are deselected by default anyway)."""
     if torch.cuda.is_available():

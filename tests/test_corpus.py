@@ -57,14 +57,17 @@ def test_mixture_probabilities_temperature():
 def test_batches_are_a_function_of_step_and_rank(tmp_path):
     (tmp_path / "a.txt").write_text("\n".join(f"a{i}" for i in range(100)))
     (tmp_path / "b.txt").write_text("\n".join(f"b{i}" for i in range(100)))
-    corpora = [read_corpus(tmp_path / "a.txt"), read_corpus(tmp_path / "b.txt")]
-    sampler = MixedSampler(corpora, [1.0, 1.0], 1.0, seed=7)
-    again = MixedSampler(corpora, [1.0, 1.0], 1.0, seed=7)
-    assert sampler.batch(16, step=3) == again.batch(16, step=3)
-    assert sampler.batch(16, step=3, rank=0) != sampler.batch(16, step=3, rank=1)
-    assert sampler.batch(16, step=3) != sampler.batch(16, step=4)
-    drawn = [line[0] for step in range(50) for line in sampler.batch(16, step)]
+    corpora = [read_corpus(tmp_path / "a.txt").lines, read_corpus(tmp_path / "b.txt").lines]
+    sampler = MixedSampler([len(c) for c in corpora], [1.0, 1.0], 1.0, seed=7)
+    again = MixedSampler([len(c) for c in corpora], [1.0, 1.0], 1.0, seed=7)
+    assert sampler.lines(corpora, 16, step=3) == again.lines(corpora, 16, step=3)
+    assert sampler.lines(corpora, 16, step=3, rank=0) != sampler.lines(corpora, 16, step=3, rank=1)
+    assert sampler.lines(corpora, 16, step=3) != sampler.lines(corpora, 16, step=4)
+    assert sampler.lines(corpora, 16, step=3, micro=1) != sampler.lines(corpora, 16, step=3, micro=0)
+    drawn = [line[0] for step in range(50) for line in sampler.lines(corpora, 16, step)]
     assert 0.4 < drawn.count("a") / len(drawn) < 0.6
+    which, rows = sampler.draw(1000, step=0)
+    assert rows[which == 0].max() < 100 and rows.min() >= 0
 
 
 def test_glob_pattern_names_one_corpus_per_match(tmp_path):

@@ -42,7 +42,7 @@ def test_distill_each_family_loss_falls_and_student_loads(tiny_teacher_dir, corp
     stage = manifest["stages"]["distill"]
     assert stage["status"] == "complete"
     assert stage["resolved"]["relation_heads"] == 8 and stage["resolved"]["teacher_layer"] == teacher.config.num_hidden_layers
-    assert len(stage["inputs"]["teacher"]["sha256"]) == 64 and stage["inputs"]["corpora"][0]["lines"] > 10
+    assert len(stage["inputs"]["teacher"]["sha256"]) == 64 and stage["inputs"]["corpora"][0]["kept_documents"] > 10
     assert stage["versions"]["torch"] and stage["config"]["train"]["steps"] == 40
     assert (run_dir / "config.yaml").exists()
 
