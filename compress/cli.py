@@ -30,9 +30,12 @@ def _corpus_entry(item: str) -> dict:
     path, sep, weight = item.rpartition(":")
     if sep and not Path(item).exists():
         try:
-            return CorpusConfig(path=path, weight=float(weight)).model_dump()
+            value = float(weight)
         except ValueError:
-            pass
+            return {"path": item}
+        if not value > 0:
+            raise UserError(f"corpus weight {weight} in '{item}' must be a number above 0 (PATH:WEIGHT, e.g. {path}:2)")
+        return CorpusConfig(path=path, weight=value).model_dump()
     return {"path": item}
 
 

@@ -149,6 +149,53 @@ def freeze_unreached(student: torch.nn.Module, loss_of: Any) -> list[str]:
     return frozen
 
 
+# What a resume may change: how long the run goes on, how often it logs and saves, where it runs and how
+# its data is fed. Everything else shapes the weights, so a resume with another value is refused.
+RESUMABLE = frozenset({"train.steps", "train.log_every", "train.checkpoint_every", "train.device",
+                       "train.loader_workers", "data.prepare_workers", "data.cache_dir"})
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "weights":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume_config(run_dir: RunDir, cfg: DistillConfig) -> dict[str, list]:
+    """The keys a resume changes ({key: [old, new]}); a one-line refusal naming every change that would
+    alter the weights (anything outside RESUMABLE). Runs before anything is written."""
+    from compress.config import build_config, load_yaml
+
+    stored = build_config(DistillConfig, base=load_yaml(run_dir.config_path), source=str(run_dir.config_path))
+    old, new = _flat(to_plain(stored)), _flat(to_plain(cfg))
+    changed = {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
+    if refused:
+        listed = "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in refused.items())
+        raise UserError(f"--resume cannot change what {run_dir.path} was started with ({listed}): resume without "
+                        f"these changes (only {', '.join(sorted(RESUMABLE))} may change), or start a new --run-dir")
+    return changed
+
+
+def check_same_inputs(run_dir: RunDir, teacher: dict[str, Any], corpora: list[dict[str, Any]]) -> None:
+    """On resume: the teacher's weights and every corpus must be the ones the run started with."""
+    started = (run_dir.stage(STAGE) or {}).get("inputs")
+    if not started:
+        return
+    if started["teacher"] != teacher:
+        raise UserError(f"the teacher's files changed since {run_dir.path} started: restore them, or start a new --run-dir")
+    before = [(c["path"], c.get("fingerprint", {}).get("sha256")) for c in started["corpora"]]
+    now_ = [(c["path"], c["fingerprint"]["sha256"]) for c in corpora]
+    if before != now_:
+        moved = [p for (p, f), (_, g) in zip(before, now_) if f != g] or [p for p, _ in now_]
+        raise UserError(f"corpus {', '.join(moved)} changed since {run_dir.path} started, so resuming would not read "
+                        "the same data: restore it, or start a new --run-dir")
+
+
 def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
     """Refuse to overwrite an existing distillation, or to resume one that does not exist."""
     has_checkpoint = (run_dir.path / STAGE / CHECKPOINT).exists()
@@ -171,12 +218,19 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
             f"batch size {cfg.train.batch_size} is not divisible by grad_accum {cfg.train.grad_accum}: "
             "choose a batch size that is a multiple of train.grad_accum"
         )
-    check_fresh_or_resumable(run_dir, resume)
-    done = run_dir.stage(STAGE) if resume else None
-    if done and done.get("status") == "complete" and done["metrics"].get("step", 0) >= cfg.train.steps:
-        log.info("%s: the distillation is already complete (%d steps); nothing to do", run_dir.path, cfg.train.steps)
-        return {key: done[key] for key in ("outputs", "metrics", "resolved")}
     ctx = init_from_env(cfg.train.device)
+    with run_dir.locked("compress distill", enabled=ctx.is_main):
+        check_fresh_or_resumable(run_dir, resume)
+        changed = check_resume_config(run_dir, cfg) if resume else {}
+        done = run_dir.stage(STAGE) if resume else None
+        if done and done.get("status") == "complete" and done["metrics"].get("step", 0) >= cfg.train.steps:
+            log.info("%s: the distillation is already complete (%d steps); nothing to do", run_dir.path, cfg.train.steps)
+            return {key: done[key] for key in ("outputs", "metrics", "resolved")}
+        return _distill(cfg, run_dir, ctx, resume=resume, changed=changed)
+
+
+def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: bool,
+             changed: dict[str, list]) -> dict[str, Any]:
     seed_everything(cfg.train.seed + ctx.rank)
 
     # Everything that can be wrong with the input is checked before the teacher's weights are loaded.
@@ -197,6 +251,9 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
     tokenizer = load_tokenizer(cfg.teacher)
     t_spec = tokenizer_spec(tokenizer)
     corpora, corpus_weights = token_corpora(cfg, t_spec, ctx)
+    inputs = {"teacher": _teacher_fingerprint(cfg.teacher), "corpora": [corpus_record(c) for c in corpora]}
+    if resume:
+        check_same_inputs(run_dir, inputs["teacher"], inputs["corpora"])
     teacher = load_teacher(cfg.teacher, t_config, tokenizer)
 
     student = build_student(s_config, cfg.train.seed)
@@ -279,10 +336,14 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
                 "world_size": ctx.world_size, "device": str(ctx.device), "loader_workers": loader_workers}
     if ctx.is_main:
         run_dir.write_config(to_plain(cfg))
-        run_dir.update_stage(
-            STAGE, status="running", started=now(), config=to_plain(cfg), resolved=resolved, versions=library_versions(),
-            inputs={"teacher": _teacher_fingerprint(cfg.teacher), "corpora": [corpus_record(c) for c in corpora]},
-        )
+        record = {"status": "running", "config": to_plain(cfg), "resolved": resolved, "versions": library_versions(),
+                  "inputs": inputs}
+        if resume:
+            resumes = (run_dir.stage(STAGE) or {}).get("resumes", [])
+            record["resumes"] = [*resumes, {"at": now(), "changed": changed}]
+        else:
+            record["started"] = now()
+        run_dir.update_stage(STAGE, **record)
     log.info("distilling %s layer %d/%d → student %d×%d (%d heads), %d relation heads, on %s ×%d",
              cfg.teacher, teacher_layer, t_layers, cfg.student.layers, cfg.student.hidden, cfg.student.heads,
              relation_heads, ctx.device, ctx.world_size)

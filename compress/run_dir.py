@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -20,8 +21,11 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from compress.errors import UserError
+
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
+LOCK = ".lock"
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
               "onnxruntime-gpu", "relation-compress")
 
@@ -126,6 +130,41 @@ class RunDir:
 
     def stage(self, stage: str) -> dict[str, Any] | None:
         return self.read_manifest()["stages"].get(stage)
+
+    def ensure_folder(self) -> None:
+        """Create the run folder; a clear error when the path is a file."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"run folder {self.path} is a file: pass a folder path to --run-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, what: str, enabled: bool = True) -> Iterator[None]:
+        """Hold the run folder for this process while ``what`` runs; another process is refused in one
+        line naming the holder. The lock is the kernel's (``flock``): a killed holder releases it, so a
+        stale lock file is simply taken over."""
+        if not enabled:
+            yield
+            return
+        self.ensure_folder()
+        path = self.path / LOCK
+        with open(path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(f"{self.path} is in use by {holder}: wait for it to finish (or stop it), "
+                                "or use another --run-dir") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} ({what}, since {now()})\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))

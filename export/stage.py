@@ -97,7 +97,15 @@ def _size(folder: Path) -> int:
 
 def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Export FP32 (and INT8 if asked); writes ``export/<variant>/``, ``export/parity.json`` and the manifest.
-    ``resume`` continues an interrupted quantization-aware retraining from its checkpoint."""
+    ``resume`` continues an interrupted quantization-aware retraining from its checkpoint. One process at a
+    time per run folder (a second is refused)."""
+    if not run_dir.path.is_dir():
+        raise UserError(f"{run_dir.path} has no finished distillation: run `compress distill --run-dir {run_dir.path} ...` first")
+    with run_dir.locked("compress export"):
+        return _export(cfg, run_dir, resume=resume)
+
+
+def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, Any]:
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir, task = _model_dir(run_dir, cfg)

@@ -30,6 +30,9 @@ CASES = {
     "bad device": (lambda d, t, c: ["--teacher", t, "--corpus", c, "--device", "tpu"], "train.device"),
     "batch vs accumulation": (lambda d, t, c: ["--teacher", t, "--corpus", c, "--batch-size", "5", "train.grad_accum=2"], "not divisible by grad_accum"),
     "resume nothing": (lambda d, t, c: ["--teacher", t, "--corpus", c, "--resume"], "nothing to resume"),
+    "longer than the teacher": (lambda d, t, c: ["--teacher", t, "--corpus", c, "--max-length", "512"],
+                                "longer than the teacher's 128 positions"),
+    "corpus weight": (lambda d, t, c: ["--teacher", t, "--corpus", f"{c}:-1"], "corpus weight -1 .* must be a number above 0"),
 }
 
 
