@@ -183,10 +183,32 @@ def cmd_loader(a) -> dict:
             tokens += int(enc["attention_mask"].sum())
         return tokens / (time.perf_counter() - t0)
 
-    rates = {"shards, 0 workers": [], "shards, 2 workers": [], "inline tokenization": []}
+    # The alternative format: the same sequences as an Arrow table through HF datasets (memory-mapped too).
+    import datasets
+
+    arrow_dir = work / "loader-arrow"
+    if not arrow_dir.exists():
+        rows = [corpus[i].tolist() for i in range(len(corpus))]
+        datasets.Dataset.from_dict({"input_ids": rows}).save_to_disk(str(arrow_dir))
+        del rows
+    table = datasets.load_from_disk(str(arrow_dir)).with_format("numpy")
+
+    def arrow() -> float:
+        from compress.loader import pad_rows
+
+        t0, tokens = time.perf_counter(), 0
+        for step in range(n):
+            _, index = sampler.draw(256, step)
+            ids, mask = pad_rows(list(table[index.tolist()]["input_ids"]), tokenizer.pad_token_id)
+            tokens += int(mask.sum())
+        return tokens / (time.perf_counter() - t0)
+
+    rates = {"shards, 0 workers": [], "shards, 2 workers": [], "Arrow (datasets), in process": [],
+             "inline tokenization": []}
     for _ in range(a.rounds):
         rates["shards, 0 workers"].append(shards(0))
         rates["shards, 2 workers"].append(shards(2))
+        rates["Arrow (datasets), in process"].append(arrow())
         rates["inline tokenization"].append(inline())
     print("\n| path (batch 256 × 128, real tokens) | tokens/s (median) | vs inline (median of round ratios) |")
     print("|---|---:|---:|")

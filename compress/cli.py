@@ -348,7 +348,8 @@ def _int_or_word(value: Optional[str]):
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
-    from compress.train_loop import TrainingDiverged, TrainingInterrupted
+    from compress.errors import Interrupted
+    from compress.train_loop import TrainingDiverged
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
@@ -364,7 +365,7 @@ def main() -> None:
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USER_ERROR)
-    except TrainingInterrupted as err:
+    except Interrupted as err:
         typer.echo(str(err), err=True)
         sys.exit(EXIT_INTERRUPTED)
     except TrainingDiverged as err:

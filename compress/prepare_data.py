@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +38,7 @@ from typing import Any, Iterator, Literal, Sequence
 import numpy as np
 
 from compress.corpus import CorpusStats, ReadPosition, corpus_files, iter_documents, no_usable_line
-from compress.errors import UserError
+from compress.errors import Interrupted, UserError
 from compress.run_dir import atomic_write_text, now
 from compress.token_shards import CORPUS_JSON, FORMAT, FORMAT_VERSION, ShardWriter, TokenCorpus, token_dtype
 
@@ -98,9 +99,11 @@ def tokenizer_spec(tokenizer) -> TokenizerSpec:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: TokenizerSpec, max_length: int, long_lines: LongLines) -> None:
+def _init_worker(spec: TokenizerSpec, max_length: int, long_lines: LongLines, worker: bool = False) -> None:
     from tokenizers import Tokenizer
 
+    if worker:  # Ctrl-C is for the main process, which stops the pool and keeps the finished shards
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     tokenizer = Tokenizer.from_str(spec.json)
     tokenizer.no_truncation()
     tokenizer.no_padding()
@@ -234,7 +237,7 @@ class _Encoder:
             import multiprocessing
 
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=args)
+                                            initializer=_init_worker, initargs=(*args, True))
         else:
             _init_worker(*args)
         self.in_flight: collections.deque = collections.deque()
@@ -340,7 +343,11 @@ def prepare_corpus(source: Path, target: Path, spec: TokenizerSpec, settings: Pr
             progress = {"identity": identity, "shards": [], "documents": 0, "counts": _empty_counts(), "seconds": 0.0}
         else:
             log.info("prepare %s: resuming after %d shards (%d records)", name, len(progress["shards"]), progress["documents"])
-        _prepare_into(source, partial, spec, settings, progress, workers, shard_tokens, name, fingerprint)
+        try:
+            _prepare_into(source, partial, spec, settings, progress, workers, shard_tokens, name, fingerprint)
+        except KeyboardInterrupt:
+            raise Interrupted(f"preparation of {source} interrupted; its finished shards are kept in {partial}: run the "
+                              "same command again to resume") from None
         _swap_in(partial, target)
     return target
 

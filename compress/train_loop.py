@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from compress.config import TrainConfig
+from compress.errors import Interrupted
 from compress.distributed import DistContext, barrier, gather_objects, rng_state, set_rng_state
 from compress.progress import StepProgress
 from compress.run_dir import atomic_write_text
@@ -38,7 +39,7 @@ class StepOutput:
     tokens: int  # counted on the host (from the batch before it went to the device)
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C: a checkpoint was saved at ``step``."""
 
     def __init__(self, step: int, checkpoint: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -126,39 +127,70 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
 
     out = export_root(run_dir, cfg.model)
     stage = STAGE if cfg.model == "student" else f"{STAGE}/{cfg.model}"
-    features = cpu_features()
-    report: dict[str, Any] = {"cpu": features, "model": cfg.model, "variants": {}}
-    run_dir.update_stage(stage, status="running", started=now(), config=to_plain(cfg), versions=library_versions(),
-                         inputs={"model": str(model_dir), "sha256": _weights_sha256(model_dir)})
-
-    fp32_dir = export_fp32(model_dir, out / "fp32", task=task, opset=cfg.opset)
-    fp32 = compare(model, _session(fp32_dir / "model.onnx"), batches)
-    if fp32.max_abs_diff > cfg.fp32_tolerance:
-        shutil.rmtree(fp32_dir)
-        raise UserError(f"FP32 ONNX differs from PyTorch by {fp32.max_abs_diff:.2e} (tolerance {cfg.fp32_tolerance:.0e}, "
-                        f"mean cosine {fp32.mean_cosine:.6f}): the export is wrong; try another --opset")
-    report["variants"]["fp32"] = {**fp32.as_dict(), "size_bytes": _size(fp32_dir), "tolerance": cfg.fp32_tolerance}
-    log.info("fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
-
-    if cfg.int8:
-        int8_dir = out / "int8"
-        report["variants"]["int8"] = _int8(cfg, fp32_dir, int8_dir, model, tokenizer, calib_texts, batches, features)
-    if cfg.qat:
-        report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, model_dir, model, tokenizer, lines, parity_texts,
-                                                   batches, features, resume=resume)
-
-    for stale in sorted(VARIANTS - set(report["variants"])):  # from an earlier export of an older model
-        if (out / stale).is_dir():
-            log.info("removing %s: this export did not produce it, so it would not match fp32", out / stale)
-            shutil.rmtree(out / stale)
-    if "int8-qat" not in report["variants"]:
-        shutil.rmtree(out / "qat", ignore_errors=True)
-    atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
+    # Every variant is built in a folder beside the export and checked there; the current export is replaced
+    # only once all of them have passed, so a failed or interrupted export leaves the good one as it was.
+    staging = out.parent / f".{out.name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        report = _build_variants(cfg, run_dir, staging, model_dir, task, model, tokenizer, lines, calib_texts,
+                                 parity_texts, batches, resume=resume)
+        _publish(staging, out, report)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if run_dir.stage(stage):
+            run_dir.update_stage(stage, last_failure={"at": now(), "error": first_line(err), "config": to_plain(cfg)})
+        raise
     outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / "parity.json")}
-    run_dir.update_stage(stage, status="complete", finished=now(), outputs=outputs,
+    run_dir.update_stage(stage, status="complete", finished=now(), config=to_plain(cfg), versions=library_versions(),
+                         inputs={"model": str(model_dir), "sha256": _weights_sha256(model_dir)}, outputs=outputs,
+                         last_failure=None,
                          metrics={name: {k: v[k] for k in ("max_abs_diff", "mean_cosine", "min_cosine", "nn_agreement", "size_bytes")}
                                   for name, v in report["variants"].items()})
     return report
+
+
+def _build_variants(cfg, run_dir: RunDir, out: Path, model_dir: Path, task: str, model, tokenizer, lines, calib_texts,
+                    parity_texts, batches, *, resume: bool) -> dict[str, Any]:
+    """Export and check every asked-for variant into ``out`` (a staging folder); returns parity.json's report."""
+    features = cpu_features()
+    report: dict[str, Any] = {"cpu": features, "model": cfg.model, "variants": {}}
+    fp32_dir = export_fp32(model_dir, out / "fp32", task=task, opset=cfg.opset)
+    fp32 = compare(model, _session(fp32_dir / "model.onnx"), batches)
+    if fp32.max_abs_diff > cfg.fp32_tolerance:
+        raise UserError(f"FP32 ONNX differs from PyTorch by {fp32.max_abs_diff:.2e} (tolerance {cfg.fp32_tolerance:.0e}, "
+                        f"mean cosine {fp32.mean_cosine:.6f}): the export is wrong (the previous export, if any, is "
+                        "kept); try another --opset")
+    report["variants"]["fp32"] = {**fp32.as_dict(), "size_bytes": _size(fp32_dir), "tolerance": cfg.fp32_tolerance}
+    log.info("fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
+    if cfg.int8:
+        report["variants"]["int8"] = _int8(cfg, fp32_dir, out / "int8", model, tokenizer, calib_texts, batches, features)
+    if cfg.qat:
+        report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, out, model_dir, model, tokenizer, lines, parity_texts,
+                                                   batches, features, resume=resume)
+    atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
+    """Swap the checked variants of ``staging`` into ``out``; variants this export did not make go (they would not
+    match its fp32), and so does the QAT work folder when QAT was not run."""
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    for name in sorted(VARIANTS):
+        if (out / name).is_dir():
+            if name not in report["variants"]:
+                log.info("removing %s: this export did not produce it, so it would not match fp32", out / name)
+            (out / name).rename(old / name)
+        if name in report["variants"]:
+            (staging / name).rename(out / name)
+    os.replace(staging / "parity.json", out / "parity.json")
+    if "int8-qat" not in report["variants"]:
+        shutil.rmtree(out / "qat", ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -214,8 +246,8 @@ def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what:
     tmp.rename(dst)
 
 
-def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, parity_texts, batches, features, *,
-              resume: bool = False):
+def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer, lines, parity_texts, batches,
+              features, *, resume: bool = False):
     """Quantization-aware retraining with the relation loss, then the dynamic INT8 export of the result."""
     from transformers import AutoModel
 
@@ -259,13 +291,13 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     tokenizer.save_pretrained(qat_dir / "student")
     fp32_dir = export_fp32(qat_dir / "student", qat_dir / "fp32", task=TASKS["student"], opset=cfg.opset)
     with _int8_source(cfg, fp32_dir, student, batches, "int8-qat") as (source, fusion):
-        tmp = _quantized_copy(fp32_dir, run_dir.path / STAGE / "int8-qat", lambda src, dst: quantize_dynamic_int8(
+        tmp = _quantized_copy(fp32_dir, out / "int8-qat", lambda src, dst: quantize_dynamic_int8(
             src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
     prepare(student, spec, reduce_range=reduce_range, embeddings=cfg.quantize_embeddings)
     fake_quant = compare(student, session, batches)  # ORT INT8 against the fake-quantized PyTorch model
-    _accept(tmp, run_dir.path / STAGE / "int8-qat", result, cfg, "dynamic, after QAT",
+    _accept(tmp, out / "int8-qat", result, cfg, "dynamic, after QAT",
             hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
     shutil.rmtree(fp32_dir, ignore_errors=True)
     # the INT8 graph's distance to the fake-quantized model, as a share of its distance to FP32
@@ -273,12 +305,12 @@ def _int8_qat(cfg, run_dir: RunDir, model_dir: Path, model, tokenizer, lines, pa
     log.info("int8-qat: mean cosine %.5f, worst %.5f, %s; ORT vs fake-quant: mean abs diff %.1f%% of ORT vs FP32, "
              "max %.2e", result.mean_cosine, result.min_cosine, result.agreement(), 100 * relative,
              fake_quant.max_abs_diff)
-    return {**result.as_dict(), "size_bytes": _size(run_dir.path / STAGE / "int8-qat"), "method": "dynamic+qat",
+    return {**result.as_dict(), "size_bytes": _size(out / "int8-qat"), "method": "dynamic+qat",
             "reduce_range": reduce_range, **fusion, "quantized_embeddings": cfg.quantize_embeddings,
             "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
             "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
             "ort_vs_fake_quant_relative": round(relative, 4),
-            "op_counts": dict(sorted(op_counts(run_dir.path / STAGE / "int8-qat" / "model.onnx").items()))}
+            "op_counts": dict(sorted(op_counts(out / "int8-qat" / "model.onnx").items()))}
 
 
 def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, batches, features) -> dict[str, Any]:

@@ -199,3 +199,22 @@ def test_quantize_embeddings_auto_follows_the_tables_share(setting, vocab, expec
     model = BertModel(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                  intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
     assert _quantize_embeddings(setting, model) is expected
+
+
+@pytest.mark.parametrize("tiny_teacher_dir", ["bert"], indirect=True)
+def test_a_failed_export_keeps_the_good_one(distilled, capsys):
+    assert run_cli(["export", distilled, "--int8"], capsys).code == 0
+    export = distilled / "export"
+    before = {p.relative_to(export): p.read_bytes() for p in export.rglob("*") if p.is_file()}
+    result = run_cli(["export", distilled, "--int8", "fp32_tolerance=1e-12"], capsys)
+    assert result.code == 2 and "previous export, if any, is kept" in result.stderr
+    after = {p.relative_to(export): p.read_bytes() for p in export.rglob("*") if p.is_file()}
+    assert after == before  # every file of the good export, byte for byte
+    assert not [p for p in distilled.iterdir() if p.name.endswith(".new")]
+    stage = json.loads((distilled / "manifest.json").read_text())["stages"]["export"]
+    assert stage["status"] == "complete" and "fp32_tolerance" in json.dumps(stage["last_failure"]["config"])
+    assert stage["config"]["fp32_tolerance"] == 1e-4  # the record still describes what is on disk
+    # A successful export afterwards clears the failure.
+    assert run_cli(["export", distilled], capsys).code == 0
+    stage = json.loads((distilled / "manifest.json").read_text())["stages"]["export"]
+    assert stage["last_failure"] is None and not (export / "int8").exists()

@@ -149,6 +149,28 @@ def test_an_interrupted_preparation_resumes_and_ends_as_an_uninterrupted_one(tin
     assert not (tmp_path / ".killed.partial").exists()
 
 
+def test_ctrl_c_keeps_the_finished_shards_and_says_how_to_resume(tiny_bert_dir_shared, tmp_path):
+    corpus = write_corpus(tmp_path / "c.txt", SAMPLE_TEXT * 3000)
+    out = tmp_path / "prepared"
+    args = ["prepare-data", "--tokenizer", tiny_bert_dir_shared, "--corpus", corpus, "--out", out, "--max-length", "32"]
+    proc = subprocess.Popen(cli_command(args), env=cli_env(), stderr=subprocess.PIPE, text=True)
+    partial = out / ".c.partial"
+    deadline = time.monotonic() + 120
+    writing = partial / ".shard-00000.bin.tmp"
+    while not (writing.exists() and writing.stat().st_size):  # under way
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert not (out / "c").exists() and not json.loads((out / "prepared.json").read_text())["complete"]
+    again = subprocess.run(cli_command(args), env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "prepared.json").read_text())["complete"] and TokenCorpus(out / "c").meta["complete"]
+
+
 def test_prepare_data_cli_then_distill_from_the_folder_equals_distilling_the_raw_text(tiny_bert_dir, corpus_file, tmp_path,
                                                                                      capsys, caplog):
     out = tmp_path / "prepared"
