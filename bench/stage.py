@@ -28,10 +28,9 @@ from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
 from compress.prepare_data import text_sources
 from compress.errors import UserError
-from compress.run_dir import RunDir, now
+from compress.run_dir import EXPORT_VARIANTS, QAT_WORK, RunDir, now
 
 log = logging.getLogger(__name__)
-VARIANTS = ("fp32", "int8", "int8-qat")
 MAX_TEXT_LINES = 4000
 
 
@@ -78,7 +77,7 @@ def exported_variants(run_dir: Path, prefix: str) -> list[Variant]:
     """The run's current ONNX variants (those listed in each model's parity.json)."""
     export = run_dir / "export"
     roots = [("student", export)] + [(p.name, p) for p in sorted(export.iterdir()) if p.is_dir()
-                                     and p.name not in VARIANTS and p.name != "qat"] if export.is_dir() else []
+                                     and p.name not in EXPORT_VARIANTS and p.name != QAT_WORK] if export.is_dir() else []
     found = []
     for model, root in roots:
         parity = root / "parity.json"

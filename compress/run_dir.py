@@ -26,6 +26,10 @@ from compress.errors import UserError
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"
+# The ONNX variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and the
+# folder of QAT's checkpoints beside them.
+EXPORT_VARIANTS = ("fp32", "int8", "int8-qat")
+QAT_WORK = "qat"
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
               "onnxruntime-gpu", "relation-compress")
 

@@ -16,7 +16,9 @@ from compress.config import ExportConfig, to_plain
 from compress.corpus import expand_pattern, sample_lines
 from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
-from compress.run_dir import RunDir, atomic_write_text, library_versions, now, sha256_of
+from compress.run_dir import (
+    EXPORT_VARIANTS, QAT_WORK, RunDir, atomic_write_text, library_versions, now, sha256_of,
+)
 from export.fusion import cpu_session_options, fuse_for_cpu
 from export.isa import cpu_features, needs_reduced_range
 from export.onnx_export import TASKS, export_fp32
@@ -25,7 +27,6 @@ from export.quantize import op_counts, quantize_dynamic_int8, quantize_static_in
 
 log = logging.getLogger(__name__)
 STAGE = "export"
-VARIANTS = {"fp32", "int8", "int8-qat"}
 EMBEDDING_SHARE_FOR_INT8 = 0.75  # quantize_embeddings=auto stores the embedding tables in INT8 from this share on
 
 
@@ -37,7 +38,11 @@ def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
     if cfg.model == "student":
         return run_dir.path / "student", TASKS["student"]
     if cfg.model == "teacher":  # the full teacher, as the reference a user would otherwise deploy
-        return Path(distill["config"]["teacher"]), TASKS["student"]
+        teacher = distill["config"]["teacher"]
+        if "path" in distill["inputs"]["teacher"] and not Path(teacher).is_dir():  # a local folder, since removed
+            raise UserError(f"the teacher this run was distilled from, {teacher}, is not there any more: restore that "
+                            "folder to export the teacher")
+        return Path(teacher), TASKS["student"]
     path = run_dir.path / "finetune" / cfg.model
     if not path.is_dir():
         raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: "
@@ -112,6 +117,9 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
     model_dir, task = _model_dir(run_dir, cfg)
     if cfg.qat and cfg.model != "student":
         raise UserError("--qat retrains the task-agnostic student: export it with --qat, and other models with --int8")
+    if resume and cfg.qat and not (run_dir.path / STAGE / QAT_WORK / "checkpoint.pt").exists():
+        raise UserError(f"nothing to resume in {run_dir.path / STAGE / QAT_WORK} (no QAT checkpoint): run the export "
+                        "without --resume")
     try:
         loader = AutoModel if task == TASKS["student"] else AutoModelForSequenceClassification
         model = loader.from_pretrained(model_dir).eval()
@@ -179,7 +187,7 @@ def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
     old = out / ".old"
     shutil.rmtree(old, ignore_errors=True)
     old.mkdir()
-    for name in sorted(VARIANTS):
+    for name in EXPORT_VARIANTS:
         if (out / name).is_dir():
             if name not in report["variants"]:
                 log.info("removing %s: this export did not produce it, so it would not match fp32", out / name)
@@ -188,7 +196,7 @@ def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
             (staging / name).rename(out / name)
     os.replace(staging / "parity.json", out / "parity.json")
     if "int8-qat" not in report["variants"]:
-        shutil.rmtree(out / "qat", ignore_errors=True)
+        shutil.rmtree(out / QAT_WORK, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -275,7 +283,7 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
     same_width = reference.config.hidden_size == student.config.hidden_size
     embedding_weight = cfg.qat_embedding_weight if same_width else 0.0
     reduce_range = needs_reduced_range(features)
-    qat_dir = run_dir.path / STAGE / "qat"
+    qat_dir = run_dir.path / STAGE / QAT_WORK
     if not resume:
         shutil.rmtree(qat_dir, ignore_errors=True)
     elif not (qat_dir / "checkpoint.pt").exists():

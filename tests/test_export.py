@@ -1,6 +1,7 @@
 """``compress export`` on tiny distilled BERT, RoBERTa and XLM-R students (real optimum and ONNX Runtime)."""
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -109,13 +110,17 @@ def test_refusals_leave_nothing_that_looks_complete(tiny_bert_dir, corpus_file, 
     ("distilled", ["--int8", "--int8-method", "static", "--calib-corpus", "EMPTY"], "no usable line"),
     ("corrupt", [], "cannot load"),
     ("distilled", ["--model", "sentiment"], "no fine-tuned model 'sentiment'"),
+    ("teacher gone", ["--model", "teacher"], "is not there any more"),
+    ("distilled", ["--qat", "--resume"], "no QAT checkpoint"),
 ])
 def test_bad_input(setup, args, message, tiny_bert_dir, corpus_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    if setup != "none":
+    if setup != "none":  # distilled, corrupt, teacher gone
         assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
     if setup == "corrupt":
         (run_dir / "student" / "model.safetensors").write_bytes(b"not a tensor file")
+    if setup == "teacher gone":
+        shutil.rmtree(tiny_bert_dir)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     result = run_cli(["export", run_dir, *[str(empty) if a == "EMPTY" else a for a in args]], capsys)
