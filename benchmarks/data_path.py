@@ -36,13 +36,21 @@ sys.path.insert(0, str(ROOT))
 from compress.assets import registry  # noqa: E402
 
 _MEASURED = """
-import resource, sys
+import resource, sys, threading, time
+peak = [0]
+def sample():  # anonymous (non-file) resident memory, every 20 ms: what a corpus held in memory would grow
+    while True:
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                peak[0] = max(peak[0], int(line.split()[1]))
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
 from compress.cli import main
 sys.argv = ["compress", *sys.argv[1:]]
 try:
     main()
 finally:
-    print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+    print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "MAXANON_KB", peak[0], file=sys.stderr)
 """
 
 
@@ -82,15 +90,16 @@ def tiny_teacher(folder: Path) -> Path:
     return folder
 
 
-def run_measured(args: list, env: dict | None = None) -> tuple[float, float, str]:
-    """(peak RSS in MB, wall seconds, stderr) of ``compress ARGS`` in a fresh process."""
+def run_measured(args: list, env: dict | None = None) -> tuple[float, float, float]:
+    """(peak RSS in MB, peak anonymous RSS in MB, wall seconds) of ``compress ARGS`` in a fresh process."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _MEASURED, *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"error: compress {' '.join(map(str, args[:2]))} failed:\n{proc.stderr[-3000:]}")
-    return int(proc.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0]) / 1024, wall, proc.stderr
+    fields = proc.stderr.rsplit("MAXRSS_KB", 1)[1].split()
+    return int(fields[0]) / 1024, int(fields[2]) / 1024, wall
 
 
 def startup_seconds(args: list, run_dir: Path) -> float:
@@ -108,6 +117,27 @@ def startup_seconds(args: list, run_dir: Path) -> float:
     return seconds
 
 
+def alternate(measures: dict, rounds: int) -> dict[str, list[float]]:
+    """Each measure (a rate) once per round, in turn, for ``rounds`` rounds."""
+    rates: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            rates[name].append(measure())
+    return rates
+
+
+def ratio_table(rates: dict[str, list[float]], baseline: str, title: str) -> dict:
+    """Print median rates and the median of within-round ratios to ``baseline``; return them."""
+    print(f"\n| {title} | tokens/s (median) | vs {baseline} (median of round ratios) |")
+    print("|---|---:|---:|")
+    out = {}
+    for name, values in rates.items():
+        ratio = statistics.median(v / w for v, w in zip(values, rates[baseline]))
+        out[name] = {"tokens_per_s": statistics.median(values), "ratio": ratio}
+        print(f"| {name} | {statistics.median(values) / 1e6:.2f} M | {ratio:.2f}× |")
+    return out
+
+
 def cmd_memory(a) -> dict:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -117,7 +147,7 @@ def cmd_memory(a) -> dict:
     for gb in [float(s) for s in a.sizes.split(",")]:
         text = write_text(work / f"text-{gb:g}gb.txt", int(gb * 1e9), lines, seed=int(gb * 10))
         prepared = work / f"prepared-{gb:g}gb"
-        prep_rss, prep_wall, _ = (0.0, 0.0, "") if (prepared / "prepared.json").exists() and not a.reprepare else run_measured(
+        prep_rss, prep_anon, prep_wall = (0.0, 0.0, 0.0) if (prepared / "prepared.json").exists() and not a.reprepare else run_measured(
             ["prepare-data", "--teacher", teacher, "--corpus", text, "--out", prepared, "--max-length", "128",
              "--workers", str(a.workers)])
         meta = json.loads((prepared / text.name.split(".")[0] / "corpus.json").read_text())
@@ -125,22 +155,25 @@ def cmd_memory(a) -> dict:
                   "--batch-size", "32", "--max-length", "128", "--relation-heads", "8", "--device", "cpu"]
         run = work / f"run-{gb:g}gb"
         subprocess.run(["rm", "-rf", str(run)], check=True)
-        rss, wall, _ = run_measured([*common, "--run-dir", run, "--steps", "50", "train.log_every=10"])
+        rss, anon, wall = run_measured([*common, "--run-dir", run, "--steps", "50", "train.log_every=10"])
         subprocess.run(["rm", "-rf", str(run)], check=True)
         startup = startup_seconds([*common, "--run-dir", run, "--steps", "1", "train.log_every=1"], run)
         rows.append({"corpus_gb": gb, "text_bytes": text.stat().st_size, "tokens": meta["stats"]["tokens"],
                      "sequences": meta["stats"]["sequences"], "prepare_wall_s": round(prep_wall, 1),
-                     "prepare_peak_rss_mb": round(prep_rss), "prepare_tokens_per_s": meta["tokens_per_s"],
-                     "distill_peak_rss_mb": round(rss), "distill_50_steps_wall_s": round(wall, 1),
+                     "prepare_peak_rss_mb": round(prep_rss), "prepare_peak_anon_mb": round(prep_anon),
+                     "prepare_tokens_per_s": meta["tokens_per_s"], "prepare_seconds": meta["seconds"],
+                     "distill_peak_rss_mb": round(rss), "distill_peak_anon_mb": round(anon),
+                     "distill_50_steps_wall_s": round(wall, 1),
                      "startup_to_first_step_s": round(startup, 2)})
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["distill_peak_rss_mb"]
-    print("\n| corpus | tokens | prepare (wall, peak RSS, tokens/s) | distill peak RSS, 50 steps | vs smallest | start-up to first step |")
+    print("\n| corpus | tokens | prepare: s, tokens/s, peak RSS (anon) | distill, 50 steps: peak RSS (anon) | vs smallest | start-up to first step |")
     print("|---|---:|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['corpus_gb']:g} GB | {r['tokens'] / 1e6:,.0f} M | {r['prepare_wall_s']:,.0f} s, {r['prepare_peak_rss_mb']} MB, "
-              f"{(r['prepare_tokens_per_s'] or 0) / 1e6:.2f} M/s | {r['distill_peak_rss_mb']} MB | "
-              f"{r['distill_peak_rss_mb'] - base:+d} MB | {r['startup_to_first_step_s']:.1f} s |")
+        print(f"| {r['corpus_gb']:g} GB | {r['tokens'] / 1e6:,.0f} M | {r['prepare_seconds']:,.0f} s, "
+              f"{(r['prepare_tokens_per_s'] or 0) / 1e6:.2f} M/s, {r['prepare_peak_rss_mb']} ({r['prepare_peak_anon_mb']}) MB | "
+              f"{r['distill_peak_rss_mb']} ({r['distill_peak_anon_mb']}) MB | {r['distill_peak_rss_mb'] - base:+d} MB | "
+              f"{r['startup_to_first_step_s']:.1f} s |")
     return {"memory": rows}
 
 
@@ -203,21 +236,9 @@ def cmd_loader(a) -> dict:
             tokens += int(mask.sum())
         return tokens / (time.perf_counter() - t0)
 
-    rates = {"shards, 0 workers": [], "shards, 2 workers": [], "Arrow (datasets), in process": [],
-             "inline tokenization": []}
-    for _ in range(a.rounds):
-        rates["shards, 0 workers"].append(shards(0))
-        rates["shards, 2 workers"].append(shards(2))
-        rates["Arrow (datasets), in process"].append(arrow())
-        rates["inline tokenization"].append(inline())
-    print("\n| path (batch 256 × 128, real tokens) | tokens/s (median) | vs inline (median of round ratios) |")
-    print("|---|---:|---:|")
-    out = {}
-    for name, values in rates.items():
-        ratio = statistics.median(v / w for v, w in zip(values, rates["inline tokenization"]))
-        out[name] = {"tokens_per_s": statistics.median(values), "vs_inline": ratio}
-        print(f"| {name} | {statistics.median(values) / 1e6:.2f} M | {ratio:.1f}× |")
-    return {"loader": out}
+    rates = alternate({"shards, 0 workers": lambda: shards(0), "shards, 2 workers": lambda: shards(2),
+                       "Arrow (datasets), in process": arrow, "inline tokenization": inline}, a.rounds)
+    return {"loader": ratio_table(rates, "inline tokenization", "path (batch 256 × 128, real tokens)")}
 
 
 def cmd_prepare(a) -> dict:
@@ -262,19 +283,9 @@ def cmd_prepare(a) -> dict:
     import compress.prepare_data as prepare
 
     prepare.INLINE_BYTES = 0  # two workers even for a sample
-    rows = {"bare tokenizer": [], "ours, 1 worker": [], "ours, 2 workers": []}
-    for _ in range(a.rounds):
-        rows["bare tokenizer"].append(bare_rate())
-        rows["ours, 1 worker"].append(ours(1))
-        rows["ours, 2 workers"].append(ours(2))
-    print(f"\n| {a.mb} MB of text | content tokens/s (median) | vs bare (median of round ratios) |")
-    print("|---|---:|---:|")
-    out = {}
-    for name, values in rows.items():
-        ratio = statistics.median(v / w for v, w in zip(values, rows["bare tokenizer"]))
-        out[name] = {"tokens_per_s": statistics.median(values), "vs_bare": ratio}
-        print(f"| {name} | {statistics.median(values) / 1e6:.2f} M | {ratio:.2f}× |")
-    return {"prepare": out}
+    rates = alternate({"bare tokenizer": bare_rate, "ours, 1 worker": lambda: ours(1),
+                       "ours, 2 workers": lambda: ours(2)}, a.rounds)
+    return {"prepare": ratio_table(rates, "bare tokenizer", f"{a.mb} MB of text (content tokens)")}
 
 
 def cmd_step(a) -> dict:

@@ -99,7 +99,7 @@ def prepare_data(
     max_bad_share: float = typer.Option(0.1, help="refuse a corpus with more than this share of non-text records"),
     verify: bool = typer.Option(False, "--verify", help="also check every shard's SHA-256 afterwards"),
 ) -> None:
-    """Tokenize raw corpora once into memory-mapped token shards that `compress distill --corpus` reads."""
+    """Tokenize raw corpora once into token shards that `compress distill --corpus` reads."""
     from compress.corpus import expand_pattern
     from compress.prepare_data import PrepareSettings, default_workers, prepare_set, tokenizer_spec
     from compress.teacher import load_tokenizer

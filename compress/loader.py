@@ -1,7 +1,7 @@
 """Distillation batches from token shards, through a torch ``DataLoader``.
 
 Item ``i`` of :class:`ShardBatches` is micro-batch ``i`` of the run from ``start_step`` on: the
-sampler's (corpus, row) draws for that (step, micro-batch, rank), gathered from the memory maps and
+sampler's (corpus, row) draws for that (step, micro-batch, rank), read from the shards and
 padded to the longest row. Worker processes build them ahead of the training step (pinned memory on
 CUDA, ``prefetch_factor`` batches each), so the device never waits on the disk or on padding.
 """
@@ -66,7 +66,7 @@ class ShardBatches(Dataset):
 
 def resolve_workers(requested: int | str, device: torch.device) -> int:
     """``auto``: two workers per process on CUDA; none on CPU, where the step itself uses every core and
-    gathering a batch from memory maps costs well under a millisecond."""
+    reading a batch from the shards costs well under a millisecond."""
     if requested == "auto":
         return 2 if device.type == "cuda" else 0
     return int(requested)

@@ -1,4 +1,4 @@
-"""``compress prepare-data``: stream raw corpora once into memory-mapped token shards (compress.token_shards).
+"""``compress prepare-data``: stream raw corpora once into token shards (compress.token_shards).
 
 The reader streams documents (compress.corpus), worker processes tokenize chunks of them with the fast
 tokenizer (no special tokens), and each document longer than ``max_length`` becomes several windows
@@ -558,10 +558,8 @@ def piece_counts(corpora: Sequence[TokenCorpus], spec: TokenizerSpec) -> collect
     (the counts :func:`compress.vocab_trim.count_pieces` gives on the text), streamed shard by shard."""
     total = np.zeros(spec.vocab_size, dtype=np.int64)
     for corpus in corpora:
-        for s in corpus.shards:
-            tokens = np.memmap(corpus.folder / f"{s['name']}.bin", dtype=corpus.dtype, mode="r", shape=(s["tokens"],))
-            for start in range(0, len(tokens), 1 << 24):
-                total += np.bincount(tokens[start : start + (1 << 24)], minlength=spec.vocab_size)
+        for tokens in corpus.token_chunks():
+            total += np.bincount(tokens, minlength=spec.vocab_size)
         for token in (*spec.prefix, *spec.suffix):
             total[token] -= len(corpus)
     return collections.Counter({int(i): int(total[i]) for i in np.flatnonzero(total > 0)})
