@@ -79,8 +79,8 @@ class TaskSpec(BaseModel):
         return path
 
     def rows(self, split: str) -> list[dict[str, Any]]:
-        """The split's rows; with ``max_examples``, that many spread evenly over the file (so a file
-        grouped by language keeps every language)."""
+        """The split's rows; with ``max_examples``, that many, stratified by language where the rows
+        have one (:func:`stratified_subsample`), else spread evenly over the file."""
         path = self.split_path(split)
         if not path.exists():
             hint = f": {self.build_hint}" if self.build_hint else ": check data in the task's YAML"
@@ -94,8 +94,7 @@ class TaskSpec(BaseModel):
             raise UserError(f"{path} rows lack field(s) {', '.join(missing)} (they have {', '.join(rows[0])}): "
                             f"set the *_field keys in {self.source_file or 'the task YAML'}")
         if self.max_examples and len(rows) > self.max_examples:
-            step = len(rows) / self.max_examples
-            rows = [rows[int(i * step)] for i in range(self.max_examples)]
+            rows = stratified_subsample(rows, self.max_examples, self.languages(rows))
         return rows
 
     def _required_fields(self) -> list[str]:
@@ -113,6 +112,33 @@ class TaskSpec(BaseModel):
         if not self.language_field or not rows or self.language_field not in rows[0]:
             return None
         return [str(row[self.language_field]) for row in rows]
+
+
+def _evenly(indices: list[int], n: int) -> list[int]:
+    step = len(indices) / n
+    return [indices[int(i * step)] for i in range(n)]
+
+
+def stratified_subsample(rows: list[dict[str, Any]], n: int, languages: list[str] | None) -> list[dict[str, Any]]:
+    """``n`` of ``rows``, deterministic, in file order: every language keeps a share proportional to its rows
+    (at least one each while ``n`` allows; largest remainders get the rest), spread evenly within it.
+    Without languages, ``n`` rows spread evenly over the file. (Evenly spaced rows alone would keep only
+    some languages of a file written round-robin over languages.)"""
+    if not languages:
+        return [rows[i] for i in _evenly(list(range(len(rows))), n)]
+    groups: dict[str, list[int]] = {}
+    for i, language in enumerate(languages):
+        groups.setdefault(language, []).append(i)
+    quota = {lang: min(1, len(idx)) if n >= len(groups) else 0 for lang, idx in groups.items()}
+    rest = n - sum(quota.values())
+    shares = {lang: rest * len(idx) / len(rows) for lang, idx in groups.items()}
+    for lang in groups:
+        quota[lang] += int(shares[lang])
+    order = sorted(groups, key=lambda lang: -(shares[lang] - int(shares[lang])))
+    for lang in order[: n - sum(quota.values())]:
+        quota[lang] += 1
+    chosen = sorted(i for lang, idx in groups.items() for i in _evenly(idx, min(quota[lang], len(idx))))
+    return [rows[i] for i in chosen]
 
 
 def read_rows(path: Path, split: str = "test") -> list[dict[str, Any]]:

@@ -210,3 +210,27 @@ def test_ort_encoder_errors(tmp_path, exported):
         OrtEncoder(tmp_path)
     with pytest.raises(UserError, match="no 'logits' output"):
         OrtEncoder(exported[1]).logits(["a text"])
+
+
+def test_max_examples_keeps_every_language_of_a_round_robin_file(tmp_path):
+    """A file written round-robin over 15 languages, capped at 150 of its 900 rows: evenly spaced rows
+    would keep 5 languages; the stratified sample keeps all 15, 10 rows each, in file order."""
+    from collections import Counter
+
+    from bench.tasks import TaskSpec
+
+    languages = [f"l{i:02d}" for i in range(15)]
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps({"source": f"s{i}", "target": f"t{i}", "language": languages[i % 15]}) + "\n"
+                            for i in range(900)))
+    task = TaskSpec(name="rr", kind="bitext", data={"test": str(path)}, max_examples=150)
+    rows = task.rows("test")
+    assert len(rows) == 150 and Counter(r["language"] for r in rows) == {lang: 10 for lang in languages}
+    order = [int(r["source"][1:]) for r in rows]
+    assert order == sorted(order) and task.rows("test") == rows  # file order, deterministic
+    # Unequal languages keep shares proportional to their rows, and a rare one is not dropped.
+    path.write_text("".join(json.dumps({"source": f"s{i}", "target": "t", "language": "big" if i < 95 else f"r{i}"}) + "\n"
+                            for i in range(100)))
+    counts = Counter(r["language"] for r in TaskSpec(name="u", kind="bitext", data={"test": str(path)},
+                                                     max_examples=20).rows("test"))
+    assert sum(counts.values()) == 20 and set(counts) == {"big", "r95", "r96", "r97", "r98", "r99"} and counts["big"] == 15
