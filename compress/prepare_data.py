@@ -129,7 +129,9 @@ def encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, in
     prefix, suffix = np.asarray(spec.prefix, np.int64), np.asarray(spec.suffix, np.int64)
     room = _WORKER["max_length"] - len(prefix) - len(suffix)
     dtype = token_dtype(spec.vocab_size)
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets we do not store: ~20% faster.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    encodings = encode(texts, add_special_tokens=False)
     ids = [e.ids for e in encodings]
     n = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter((i for row in ids for i in row), dtype=dtype, count=int(n.sum()))
