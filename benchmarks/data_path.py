@@ -292,35 +292,42 @@ def cmd_prepare(a) -> dict:
 
 def cmd_step(a) -> dict:
     """The demo's distillation (multilingual-e5-small → 6×384, batch 32 × 64) on this code and on an older
-    checkout (``--baseline``), alternating runs; tokens/s over the logged windows after the first."""
+    checkout (``--baseline``), alternating runs: seconds per optimiser step (the training loop's wall time
+    over its steps, start-up excluded) and real tokens/s. The two sample their own batches (this code
+    samples windows of long lines where the old one truncated them), so compare over enough steps."""
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     preset = ROOT / "configs" / "distill" / "demo-multilingual.yaml"
     corpus = registry.path("chatterbot")
 
-    def tokens_per_s(src: Path, name: str, precision: str) -> float:
+    def one_run(src: Path, name: str, extra: list[str] = ()) -> dict[str, float]:
         run = work / f"step-{name}"
         subprocess.run(["rm", "-rf", str(run)], check=True)
         args = ["distill", "--config", str(preset), "--teacher", registry.path("e5"), "--corpus", corpus,
                 "--run-dir", str(run), "--steps", str(a.steps), "train.log_every=5", "--device", "cpu",
-                f"train.precision={precision}"]
+                f"train.precision={a.precision}", *extra]
         env = {**os.environ, "PYTHONPATH": str(src)}
         proc = subprocess.run([sys.executable, "-m", "compress.cli", *args], cwd=src, env=env, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"error: {name} failed: {proc.stderr[-2000:]}")
+        wall = json.loads((run / "manifest.json").read_text())["stages"]["distill"]["metrics"]["wall_s"]
         rates = [json.loads(l)["tokens_per_s"] for l in (run / "distill" / "metrics.jsonl").read_text().splitlines()]
-        return statistics.median(rates[1:])
+        return {"s_per_step": wall / a.steps, "tokens_per_s": statistics.median(rates[1:])}
 
     baseline = Path(a.baseline).resolve()
-    rows = {"this checkout": [], "baseline": []}
+    rows: dict[str, list[dict[str, float]]] = {"this checkout": [], "baseline": []}
     for _ in range(a.rounds):
-        rows["this checkout"].append(tokens_per_s(ROOT, "new", a.precision))
-        rows["baseline"].append(tokens_per_s(baseline, "old", a.precision))
-    ratio = statistics.median(n / o for n, o in zip(rows["this checkout"], rows["baseline"]))
-    print(f"\ndemo-shape distillation on CPU ({a.precision}, {a.steps} steps a run, {a.rounds} rounds): "
-          f"this checkout {statistics.median(rows['this checkout']):,.0f} tokens/s, baseline "
-          f"{statistics.median(rows['baseline']):,.0f} tokens/s, ratio {ratio:.3f} (median of round ratios)")
-    return {"step": {**rows, "ratio": ratio}}
+        rows["this checkout"].append(one_run(ROOT, "new", a.override))
+        rows["baseline"].append(one_run(baseline, "old"))
+    speed = statistics.median(o["s_per_step"] / n["s_per_step"] for n, o in zip(rows["this checkout"], rows["baseline"]))
+    tokens = statistics.median(n["tokens_per_s"] / o["tokens_per_s"] for n, o in zip(rows["this checkout"], rows["baseline"]))
+    print(f"\ndemo-shape distillation on CPU ({a.precision}, {a.steps} steps a run, {a.rounds} rounds"
+          f"{', this checkout with ' + ' '.join(a.override) if a.override else ''}):")
+    for name, runs in rows.items():
+        print(f"  {name}: {statistics.median(r['s_per_step'] for r in runs):.3f} s/step, "
+              f"{statistics.median(r['tokens_per_s'] for r in runs):,.0f} real tokens/s")
+    print(f"  steps/s this checkout vs baseline: {speed:.3f}; real tokens/s: {tokens:.3f} (medians of round ratios)")
+    return {"step": {**rows, "steps_per_s_ratio": speed, "tokens_per_s_ratio": tokens}}
 
 
 def main() -> None:
@@ -340,6 +347,8 @@ def main() -> None:
     sub.choices["step"].add_argument("--baseline", required=True, help="a checkout of the code to compare with")
     sub.choices["step"].add_argument("--steps", type=int, default=20)
     sub.choices["step"].add_argument("--precision", default="fp32")
+    sub.choices["step"].add_argument("--override", nargs="*", default=[],
+                                     help="key=value for this checkout's runs only (data.long_lines=truncate: the old batches)")
     a = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     result = {"memory": cmd_memory, "loader": cmd_loader, "prepare": cmd_prepare, "step": cmd_step}[a.command](a)

@@ -313,7 +313,9 @@ class MixedSampler:
         """(corpus index ``[size]``, row index within that corpus ``[size]``) for this (step, micro, rank)."""
         rng = np.random.default_rng([self.seed, step, micro, rank])
         which = rng.choice(len(self.sizes), size=size, p=self.probabilities)
-        return which, rng.integers(0, self.sizes[which])
+        # One draw per row, in order: the same rows as the in-memory sampler before prepared shards, so a
+        # corpus without long lines gives the very same batches (and step times compare like for like).
+        return which, np.array([rng.integers(n) for n in self.sizes[which].tolist()], dtype=np.int64)
 
     def lines(self, corpora: Sequence[Sequence[str]], size: int, step: int, micro: int = 0, rank: int = 0) -> list[str]:
         """The drawn rows of in-memory line lists (small corpora: QAT's held-in text)."""
