@@ -316,9 +316,9 @@ def cmd_step(a) -> dict:
 
     baseline = Path(a.baseline).resolve()
     rows: dict[str, list[dict[str, float]]] = {"this checkout": [], "baseline": []}
-    for _ in range(a.rounds):
-        rows["this checkout"].append(one_run(ROOT, "new", a.override))
-        rows["baseline"].append(one_run(baseline, "old"))
+    for i in range(a.rounds):  # the order flips every round: a run can be favoured by going first or second
+        for name in (("this checkout", "baseline") if i % 2 == 0 else ("baseline", "this checkout")):
+            rows[name].append(one_run(ROOT, "new", a.override) if name == "this checkout" else one_run(baseline, "old"))
     speed = statistics.median(o["s_per_step"] / n["s_per_step"] for n, o in zip(rows["this checkout"], rows["baseline"]))
     tokens = statistics.median(n["tokens_per_s"] / o["tokens_per_s"] for n, o in zip(rows["this checkout"], rows["baseline"]))
     print(f"\ndemo-shape distillation on CPU ({a.precision}, {a.steps} steps a run, {a.rounds} rounds"
