@@ -115,7 +115,8 @@ def test_task_file_paths_limits_and_errors(tmp_path, monkeypatch):
     task = load_task(str(spec))
     assert task.name == "t" and task.headline == "accuracy"
     rows = task.rows("test")
-    assert [r["text"] for r in rows] == ["sentence 0", "sentence 2", "sentence 5", "sentence 7"]  # spread, both languages
+    # Stratified by language (6 en, 4 de → 2 + 2), spread evenly within each, in file order.
+    assert [r["text"] for r in rows] == ["sentence 0", "sentence 3", "sentence 6", "sentence 8"]
     assert task.texts(rows)[0] == "query: sentence 0"
     with pytest.raises(UserError, match="no 'dev' split"):
         task.rows("dev")
