@@ -299,8 +299,9 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
         from torch.nn.parallel import DistributedDataParallel
 
         # The relation loss never reaches the student's last-layer FFN and pooler (nor hidden_mse the pooler):
-        # DDP finds those unused parameters each step. (Freezing them instead, found by one probe backward,
-        # made the CPU step 8% slower, measured side by side, for no reason we could pin down.)
+        # DDP finds those unused parameters each step, a cheap graph walk next to a GPU step. (Freezing them
+        # after a probe backward pass also works; it was dropped as one more moving part. The 8% CPU slowdown
+        # first blamed on it was the benchmark's run order, docs/benchmarks.md.)
         forward = DistributedDataParallel(forward, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                                           broadcast_buffers=False, find_unused_parameters=True)
 
