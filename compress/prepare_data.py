@@ -539,6 +539,11 @@ def prepare_set(sources: Sequence[Path], out: Path, spec: TokenizerSpec, setting
     """``compress prepare-data``: each source into ``out/NAME/`` and ``out/prepared.json`` listing them."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: choose a folder")
+    _tokens_room(spec, settings)
+    for source in sources:  # before anything is written
+        if not source.exists():
+            raise UserError(f"corpus {source} does not exist: pass a text file, .jsonl, .parquet, a datasets folder "
+                            "or a folder of them to --corpus")
     names: list[str] = []
     for source in sources:
         stem = source.name.split(".")[0] or "corpus"

@@ -44,6 +44,8 @@ def load_teacher_config(name: str) -> tuple[PretrainedConfig, ArchSpec]:
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The teacher's tokenizer alone (preparing data needs it before the weights are loaded)."""
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise UserError(f"{name} is not a folder: pass a model or tokenizer folder, or a Hugging Face id")
     try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as err:

@@ -294,3 +294,21 @@ def test_memory_does_not_grow_with_the_corpus(tiny_bert_dir, tmp_path):
     d_small = _peak_rss_mb(["distill", "--corpus", tmp_path / "p-small", "--run-dir", tmp_path / "r-small", *common])
     d_big = _peak_rss_mb(["distill", "--corpus", tmp_path / "p-big", "--run-dir", tmp_path / "r-big", *common])
     assert d_big - d_small < size_mb / 4, (d_small, d_big, size_mb)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--corpus", "CORPUS"], "exactly one of --teacher or --tokenizer"),
+    (["--teacher", "TEACHER", "--corpus", "MISSING"], "does not exist"),
+    (["--teacher", "TEACHER", "--corpus", "CORPUS", "--workers", "0"], "--workers must be at least 1"),
+    (["--teacher", "TEACHER", "--corpus", "CORPUS", "--max-length", "2"], "leaves no room beside the 2 special tokens"),
+    (["--teacher", "/no/such/folder", "--corpus", "CORPUS"], "is not a folder"),
+])
+def test_prepare_data_bad_input_is_one_line_and_writes_nothing(args, message, tiny_bert_dir, corpus_file, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    names = {"CORPUS": str(corpus_file), "MISSING": str(tmp_path / "missing.txt"), "TEACHER": str(tiny_bert_dir)}
+    result = run_cli(["prepare-data", *[names.get(a, a) for a in args], "--out", out], capsys)
+    assert result.code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists()
+    out.write_text("a file")
+    result = run_cli(["prepare-data", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--out", out], capsys)
+    assert result.code == 2 and "is a file" in result.stderr
