@@ -5,11 +5,11 @@
 #      peak memory, MFU against the measured bf16 matmul rate
 #   3. a 300-step distillation on real text from prepared shards (DataLoader path), killed at a checkpoint
 #      and resumed, compared bit for bit with an uninterrupted run
-# Needs, under ASSETS (default .gpu-assets/, carried with the working tree): text/*.txt (real text, e.g.
-# chatterbot's per-language files) and tokenizer/ (a fast tokenizer folder, e.g. multilingual-e5-small's).
-# Prepare them here with:  scripts/gpu_checks.sh --pack     (copies them from the asset cache, ~20 MB)
-# Then on the GPU machine:  scripts/gpu_checks.sh            (writes $OUT, default $OUT or gpu-results/)
-# DEVICE=cpu STEPS=4 BATCH=8 runs step 3 on a CPU, to try the script.
+# Needs, under ASSETS (default .gpu-assets/, git-ignored: name it in the device tool's `carry`): text/*.txt
+# (real text, e.g. chatterbot's per-language files) and tokenizer/ (a fast tokenizer folder, e.g.
+# multilingual-e5-small's). Prepare them here with:  scripts/gpu_checks.sh --pack   (from the asset cache, 18 MB)
+# Then on the GPU machine:  OUT=$OUT scripts/gpu_checks.sh   (results in $OUT, default gpu-results/)
+# DEVICE=cpu STEPS=4 BATCH=8 runs step 3 on a CPU, to try the script (tried: bitwise equal after the kill).
 set -euo pipefail
 ASSETS=${ASSETS:-.gpu-assets}
 OUT=${OUT:-gpu-results}
