@@ -192,8 +192,7 @@ def iter_documents(path: Path | str, text_field: str = "text", stats: CorpusStat
     ``stats``); ``position`` follows the bytes read. Streams: memory does not grow with the corpus."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"corpus {path} does not exist: pass a text file, .jsonl, .parquet, a datasets folder "
-                        "or a folder of them to --corpus")
+        raise missing_corpus(path)
     stats = stats if stats is not None else CorpusStats()
     position = position if position is not None else ReadPosition()
     files = corpus_files(path)
@@ -229,6 +228,12 @@ def iter_documents(path: Path | str, text_field: str = "text", stats: CorpusStat
 
 def _size(file: Path) -> int:
     return sum(p.stat().st_size for p in file.rglob("*") if p.is_file()) if file.is_dir() else file.stat().st_size
+
+
+def missing_corpus(path: Path) -> UserError:
+    """The one error for a ``--corpus`` path that is not there."""
+    return UserError(f"corpus {path} does not exist: pass a text file, .jsonl, .parquet, a datasets folder, a folder "
+                     "of them or a prepare-data folder to --corpus")
 
 
 def no_usable_line(path: Path, stats: CorpusStats, text_field: str) -> UserError:

@@ -38,7 +38,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
-from compress.corpus import CorpusStats, ReadPosition, corpus_files, iter_documents, no_usable_line
+from compress.corpus import CorpusStats, ReadPosition, corpus_files, iter_documents, missing_corpus, no_usable_line
 from compress.errors import Interrupted, UserError
 from compress.run_dir import atomic_write_text, now
 from compress.token_shards import CORPUS_JSON, FORMAT, FORMAT_VERSION, ShardWriter, TokenCorpus, token_dtype
@@ -331,8 +331,7 @@ def prepare_corpus(source: Path, target: Path, spec: TokenizerSpec, settings: Pr
     name = name or target.name
     _tokens_room(spec, settings)
     if not source.exists():
-        raise UserError(f"corpus {source} does not exist: pass a text file, .jsonl, .parquet, a datasets folder or a "
-                        "folder of them to --corpus")
+        raise missing_corpus(source)
     with _locked(target):
         fingerprint = source_fingerprint(source)
         if is_current(target, source, spec, settings, fingerprint):
@@ -523,8 +522,7 @@ def resolve_corpus(path: Path, spec: TokenizerSpec, settings: PrepareSettings, *
     folders = prepared_folders(path)
     if folders is None:
         if not path.exists():
-            raise UserError(f"corpus {path} does not exist: pass a text file, .jsonl, .parquet, a datasets folder, a "
-                            "folder of them or a prepare-data folder to --corpus")
+            raise missing_corpus(path)
         target = cache / cache_key(path, spec, settings)
         folders = [prepare_corpus(path, target, spec, settings, workers=workers, name=path.name)]
     return [open_prepared(folder, spec, settings, teacher) for folder in folders]
@@ -542,8 +540,7 @@ def prepare_set(sources: Sequence[Path], out: Path, spec: TokenizerSpec, setting
     _tokens_room(spec, settings)
     for source in sources:  # before anything is written
         if not source.exists():
-            raise UserError(f"corpus {source} does not exist: pass a text file, .jsonl, .parquet, a datasets folder "
-                            "or a folder of them to --corpus")
+            raise missing_corpus(source)
     names: list[str] = []
     for source in sources:
         stem = source.name.split(".")[0] or "corpus"
