@@ -37,10 +37,6 @@ class CorpusStats:
     undecodable: int = 0
     not_text: int = 0  # records without a string in the text field, or malformed JSON
 
-    def bad(self) -> int:
-        """Documents that were not text at all (empty lines are normal in text files, so they do not count)."""
-        return self.undecodable + self.not_text
-
 
 @dataclass
 class Corpus:
@@ -132,7 +128,8 @@ def _text_lines(file: Path, jsonl: bool, text_field: str, stats: CorpusStats, po
         yield text
 
 
-def _column(batches, text_field: str, stats: CorpusStats, position: ReadPosition, where: Path) -> Iterator[str | None]:
+def _column(batches, stats: CorpusStats, position: ReadPosition) -> Iterator[str | None]:
+    """The values of a table's text column, batch by batch; a value that is not a string is counted and skipped."""
     for column in batches:
         position.done += len(column)
         for text in column:
@@ -157,7 +154,7 @@ def _parquet_rows(file: Path, text_field: str, stats: CorpusStats, position: Rea
     rows = ReadPosition()
     batches = (b.column(0).to_pylist() for b in parquet.iter_batches(batch_size=_ROW_BATCH, columns=[text_field]))
     start = position.done
-    for text in _column(batches, text_field, stats, rows, file):
+    for text in _column(batches, stats, rows):
         position.done = start + rows.done * scale
         yield text
 
@@ -181,7 +178,7 @@ def _dataset_rows(folder: Path, text_field: str, stats: CorpusStats, position: R
     rows = ReadPosition()
     batches = (b[text_field] for b in data.select_columns([text_field]).iter(batch_size=_ROW_BATCH))
     start = position.done
-    for text in _column(batches, text_field, stats, rows, folder):
+    for text in _column(batches, stats, rows):
         position.done = start + rows.done * scale
         yield text
 
