@@ -13,10 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-from bench.metrics import mean_pool
+from compress.pooling import mean_pool
 from bench.tokenization import encode_batch, load_tokenizer
 from compress.errors import UserError
-from export.fusion import disable_slow_cpu_fusions
 
 
 class Encoder(Protocol):
@@ -49,20 +48,15 @@ def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
 class OrtEncoder:
     """An exported folder (``model.onnx`` + tokenizer + config.json) run by ONNX Runtime."""
 
-    def __init__(self, folder: Path | str, *, provider: str = "CPUExecutionProvider", threads: int | None = None,
+    def __init__(self, folder: Path | str, *, provider: str = "cpu", threads: int | None = None,
                  max_length: int = 128, batch_size: int = 32, name: str | None = None):
-        import onnxruntime as ort
+        from export.sessions import make_session
 
         folder = Path(folder)
         model = folder / "model.onnx"
         if not model.is_file():
             raise UserError(f"{folder} has no model.onnx: run `compress export` first")
-        options = ort.SessionOptions()
-        if provider == "CPUExecutionProvider":
-            disable_slow_cpu_fusions(options)
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model), options, providers=[provider])
+        self.session = make_session(model, provider, threads)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.tokenizer = load_tokenizer(folder, max_length)

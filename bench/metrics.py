@@ -48,12 +48,6 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms == 0, 1.0, norms)
 
 
-def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Mean of the token vectors that the mask keeps. hidden [B, T, H], mask [B, T] → [B, H] float32."""
-    mask = attention_mask[..., None].astype(np.float32)
-    return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
-
-
 def retrieval_top1(queries: np.ndarray, candidates: np.ndarray) -> float:
     """Share of queries whose most cosine-similar candidate is the one at the same row.
 

@@ -18,97 +18,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from compress.errors import UserError, first_line
-from export.fusion import disable_slow_cpu_fusions
+from compress.errors import UserError
+from export.sessions import GPU_PROVIDERS, PROVIDERS
 
-__all__ = ["PROVIDERS", "check_provider", "make_session", "SessionRunner", "make_feeds", "providers_used"]
+__all__ = ["SessionRunner", "make_feeds", "providers_used"]
 
-PROVIDERS: dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-_GPU = ("cuda", "tensorrt")
 # ONNX tensor element types the text inputs may be declared with
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _installed_hint(name: str) -> str:
-    if name in _GPU:
-        extra = " and the TensorRT libraries" if name == "tensorrt" else ""
-        return (f"install onnxruntime-gpu in place of onnxruntime (the two cannot share an environment; "
-                f"`pip uninstall onnxruntime && pip install onnxruntime-gpu`){extra}, on a machine with an NVIDIA "
-                f"GPU and driver")
-    return "reinstall onnxruntime"
-
-
-def check_provider(name: str) -> str:
-    """The execution-provider name for ``name`` (cpu, cuda, tensorrt); a one-line UserError when it is unknown or
-    this onnxruntime build does not offer it, naming the providers it does offer and what to install."""
-    available = ort.get_available_providers()
-    offered = ", ".join(available) or "none"
-    key = name.strip().lower() if isinstance(name, str) else name
-    if key not in PROVIDERS:
-        raise UserError(f"unknown provider '{name}': choose from {', '.join(PROVIDERS)} "
-                        f"(this onnxruntime {ort.__version__} offers {offered})")
-    provider = PROVIDERS[key]
-    if provider not in available:
-        raise UserError(f"provider '{key}' ({provider}) is not available in this onnxruntime {ort.__version__}, "
-                        f"which offers {offered}: {_installed_hint(key)}")
-    return provider
-
-
-def make_session(onnx_path: Path | str, provider: str, threads: int | None, *, device_id: int = 0,
-                 trt_fp16: bool = False, trt_cache_dir: Path | str | None = None) -> ort.InferenceSession:
-    """An InferenceSession on ``provider`` (cpu, cuda or tensorrt) with all graph optimisations (on CPU, all but
-    SkipLayerNorm fusion: :mod:`export.fusion`).
-
-    ``threads`` sets ``intra_op_num_threads`` (``None``: ONNX Runtime's default, one per physical core); the
-    execution is sequential with one inter-op thread. TensorRT runs with CUDA and then CPU as fall-backs for the
-    nodes it cannot take, FP16 off unless ``trt_fp16``, and its engines cached in ``trt_cache_dir`` when given
-    (engines are built per input shape during warm-up; the cache spares that on the next run).
-
-    Raises UserError when the provider is missing, the file cannot be loaded, or ONNX Runtime silently fell back
-    to another provider (e.g. CUDA libraries not found). :func:`providers_used` tells which providers it holds.
-    """
-    ep = check_provider(provider)
-    key = provider.strip().lower()
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise UserError(f"no ONNX model at {path}: run `compress export` first")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be >= 1 (got {threads})")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or 0
-    options.inter_op_num_threads = 1
-    cuda = ("CUDAExecutionProvider", {"device_id": device_id})
-    if key == "cpu":
-        providers: list = ["CPUExecutionProvider"]
-        disable_slow_cpu_fusions(options)  # SkipLayerNorm fusion is slower on CPU (export.fusion)
-    elif key == "cuda":
-        providers = [cuda, "CPUExecutionProvider"]
-    else:
-        trt: dict[str, object] = {"device_id": device_id, "trt_fp16_enable": bool(trt_fp16)}
-        if trt_cache_dir is not None:
-            Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
-            trt |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache_dir)}
-        providers = [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as err:  # ORT raises several pybind types (Fail, InvalidGraph, NoSuchFile, ...)
-        raise UserError(f"ONNX Runtime cannot load {path} on {key} ({first_line(err)}): re-run `compress export`") from None
-    if session.get_providers()[0] != ep:
-        raise UserError(f"ONNX Runtime fell back from {ep} to {', '.join(session.get_providers())} for {path}: "
-                        f"check the CUDA/cuDNN{'/TensorRT' if key == 'tensorrt' else ''} libraries onnxruntime-gpu needs")
-    return session
 
 
 def providers_used(session: ort.InferenceSession) -> list[str]:
@@ -139,7 +60,7 @@ class SessionRunner:
             dtype = _INT_TYPES.get(spec.type)
             value = np.asarray(feeds[spec.name])
             self.feeds[spec.name] = np.ascontiguousarray(value, dtype=dtype) if dtype is not None else value
-        if self.provider in _GPU:
+        if self.provider in GPU_PROVIDERS:
             binding = session.io_binding()
             # Copied to the device once, here; the OrtValues are kept alive by self._device_inputs.
             self._device_inputs = {name: ort.OrtValue.ortvalue_from_numpy(value, "cuda", device_id)

@@ -10,6 +10,7 @@ Nothing here imports torch unless ``--torch`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from typing import Any
 from bench.encoders import OrtEncoder, head_labels
 from bench.evaluate import evaluate
 from bench.machine import machine_facts
-from bench.ort_session import SessionRunner, check_provider, make_feeds, make_session, providers_used
+from bench.ort_session import SessionRunner, make_feeds, providers_used
+from export.sessions import check_provider, make_session
 from bench.report import make_results, timing_row, write_report
 from bench.tasks import TaskSpec, load_task
 from bench.timing import measure
@@ -28,7 +30,7 @@ from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
 from compress.prepare_data import text_sources
 from compress.errors import UserError
-from compress.run_dir import EXPORT_VARIANTS, QAT_WORK, RunDir, now
+from compress.run_dir import PARITY_FILE, RunDir, now
 
 log = logging.getLogger(__name__)
 MAX_TEXT_LINES = 4000
@@ -75,15 +77,9 @@ def onnx_parameters(path: Path) -> int:
 
 def exported_variants(run_dir: Path, prefix: str) -> list[Variant]:
     """The run's current ONNX variants (those listed in each model's parity.json)."""
-    export = run_dir / "export"
-    roots = [("student", export)] + [(p.name, p) for p in sorted(export.iterdir()) if p.is_dir()
-                                     and p.name not in EXPORT_VARIANTS and p.name != QAT_WORK] if export.is_dir() else []
     found = []
-    for model, root in roots:
-        parity = root / "parity.json"
-        if not parity.is_file():
-            continue
-        for precision in json.loads(parity.read_text(encoding="utf-8"))["variants"]:
+    for model, root in RunDir(run_dir).exported_models():
+        for precision in json.loads((root / PARITY_FILE).read_text(encoding="utf-8"))["variants"]:
             folder = root / precision
             if (folder / "model.onnx").is_file():
                 found.append(Variant(f"{prefix}{model}-{precision}", str(run_dir), model, precision, "onnx", folder,
@@ -93,10 +89,10 @@ def exported_variants(run_dir: Path, prefix: str) -> list[Variant]:
 
 def torch_variants(run_dir: Path, prefix: str, providers: list[str]) -> list[Variant]:
     """The run's teacher and student as PyTorch models (fp32; bf16 too where CUDA is benchmarked)."""
-    distill = RunDir(run_dir).stage("distill") or {}
-    folders = {"student": run_dir / "student"}
-    if distill.get("config", {}).get("teacher"):
-        folders["teacher"] = Path(distill["config"]["teacher"])
+    run = RunDir(run_dir)
+    folders = {"student": run.student_dir}
+    if run.teacher():
+        folders["teacher"] = Path(run.teacher())
     precisions = ["fp32"] + (["bf16"] if "cuda" in providers else [])
     return [Variant(f"{prefix}{model}-torch-{precision}", str(run_dir), model, precision, "torch", folder, False)
             for model, folder in folders.items() if folder.is_dir() for precision in precisions]
@@ -107,9 +103,9 @@ def input_texts(cfg: BenchConfig, run_dirs: list[Path]) -> list[str]:
     sources = list(cfg.text)
     if not sources:
         for run_dir in run_dirs:
-            distill = RunDir(run_dir).stage("distill")
-            if distill:
-                sources = [c["path"] for c in distill["config"]["data"]["corpora"]]
+            distill_cfg = RunDir(run_dir).distill_config()
+            if distill_cfg:
+                sources = [c.path for c in distill_cfg.data.corpora]
                 break
     lines: list[str] = []
     for pattern in sources:
@@ -160,16 +156,13 @@ def _reference(variants: list[Variant], run: str) -> Variant | None:
         for v in variants:
             if v.run == run and v.model == "teacher" and v.precision == "fp32" and v.format == fmt:
                 return v
-    distill = RunDir(Path(run)).stage("distill") or {}
-    teacher = distill.get("config", {}).get("teacher")
+    teacher = RunDir(Path(run)).teacher()
     return Variant("teacher", run, "teacher", "fp32", "torch", Path(teacher), False) if teacher else None
 
 
 def open_variant(variant: Variant, provider: str, max_length: int):
     if variant.format == "onnx":
-        from bench.ort_session import PROVIDERS
-
-        return OrtEncoder(variant.path, provider=PROVIDERS[provider], max_length=max_length, name=variant.name)
+        return OrtEncoder(variant.path, provider=provider, max_length=max_length, name=variant.name)
     import torch
 
     from bench.torch_encoder import TorchEncoder
@@ -213,9 +206,18 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
 
 
 def run(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-    """Benchmark and score; writes results.{json,csv,md} and plots into ``out_dir``."""
+    """Benchmark and score; writes results.{json,csv,md} and plots into ``out_dir``. Holds each run folder's
+    lock meanwhile, so an export cannot swap the variants out from under the timings."""
     for provider in cfg.providers:
         check_provider(provider)
+    with contextlib.ExitStack() as held:
+        for run_dir in run_dirs:
+            if run_dir.is_dir():
+                held.enter_context(RunDir(run_dir).locked("compress bench"))
+        return _bench(cfg, run_dirs, out_dir)
+
+
+def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     tasks = [load_task(t) for t in cfg.tasks]
     for task in tasks:
         if cfg.max_eval_examples:

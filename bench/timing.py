@@ -3,7 +3,7 @@
 Each call is timed on its own with :func:`time.perf_counter`, so the statistics describe single-call latency
 (percentiles, spread), not only a mean. What the harness adds to one sample is two ``perf_counter`` calls and a
 subtraction (tens of nanoseconds); the loop bookkeeping between calls falls outside the samples.
-``bench/harness_overhead.py`` measures the difference against a bare ``for`` loop.
+``benchmarks/harness_overhead.py`` measures the difference against a bare ``for`` loop.
 
 Percentiles use numpy's default method (``method="linear"``, Hyndman & Fan type 7): the p-th percentile of n
 sorted samples x[0..n-1] is x at fractional rank (n-1)·p/100, interpolated linearly between neighbours.

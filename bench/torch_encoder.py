@@ -9,6 +9,7 @@ import torch
 
 from bench.encoders import _unsort, head_labels, length_sorted_batches
 from compress.errors import UserError, first_line
+from compress.pooling import mean_pool
 
 
 class TorchEncoder:
@@ -48,9 +49,7 @@ class TorchEncoder:
             if head:
                 out = self.model(**batch).logits
             else:
-                hidden = self._base()(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                out = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                out = mean_pool(self._base()(**batch).last_hidden_state, batch["attention_mask"])
             parts.append((index, out.float().cpu().numpy()))
         return _unsort(parts, len(texts))
 

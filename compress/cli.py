@@ -137,7 +137,10 @@ def export(
     force: bool = typer.Option(False, "--force", help="keep an INT8 variant below min_int8_cosine"),
     qat: bool = typer.Option(False, "--qat", help="quantization-aware retraining with the relation loss → variant int8-qat"),
     qat_steps: Optional[int] = typer.Option(None, help="QAT optimiser steps (default 200)"),
-    teacher: Optional[str] = typer.Option(None, help="QAT reference: student (the FP32 student, default) or original"),
+    qat_reference: Optional[str] = typer.Option(
+        None, "--qat-reference", "--teacher",
+        help="QAT reference (export.qat_reference): student (the FP32 student, default) or original (the teacher); "
+             "--teacher is the older spelling"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted QAT from its checkpoint"),
 ) -> None:
     """ONNX export (FP32, optionally INT8) with parity checks against PyTorch."""
@@ -147,10 +150,10 @@ def export(
 
     flags = {"int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
              "opset": opset, "force": force or None, "qat": qat or None, "qat_train.steps": qat_steps,
-             "qat_reference": teacher}
+             "qat_reference": qat_reference}
     cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
     report = stage.run(cfg, RunDir(run_dir), resume=resume)
-    root = stage.export_root(RunDir(run_dir), cfg.model)
+    root = RunDir(run_dir).export_dir(cfg.model)
     for name, v in report["variants"].items():
         typer.echo(f"{name:>5}: {root / name / 'model.onnx'}  {v['size_bytes'] / 2**20:7.1f} MiB  "
                    f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement_text(v)}")
@@ -172,7 +175,7 @@ def finetune(
     resume: bool = typer.Option(False, "--resume", help="continue from the last epoch checkpoint"),
 ) -> None:
     """Train a classification head on the run's student (or teacher); keeps the best dev epoch."""
-    from compress import finetune as stage
+    from bench import finetune as stage
     from compress.config import FinetuneConfig
 
     flags = {"task": task, "model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
@@ -198,7 +201,7 @@ def evaluate(
     import json
 
     from compress.distributed import resolve_device
-    from compress.evaluation import evaluate_model, scores_table
+    from bench.evaluation import evaluate_model, scores_table
     from compress.run_dir import atomic_write_text
 
     scores = evaluate_model(target, task or [], reference=reference, device=str(resolve_device(device)))
@@ -224,7 +227,7 @@ def sweep_layers(
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
 ) -> None:
     """Distil from several teacher layers under one budget and score each student: which layer to use."""
-    from compress import sweep
+    from bench import sweep
     from compress.distributed import resolve_device
 
     base, source = (load_yaml(config), str(config)) if config else ({}, "defaults")
@@ -275,7 +278,7 @@ def bench(
              "seq_lengths": ints(seq_lengths, "--seq-lengths"), "threads": threads, "tasks": task or None,
              "warmup": warmup, "min_time_s": min_time, "torch": torch or None, "text": text or None}
     cfg = build_config(BenchConfig, overrides=overrides, flags=flags)
-    report = out or runs[0] / "bench"
+    report = out or RunDir(runs[0]).bench_dir
     results = stage.run(cfg, runs, report)
     typer.echo(stage.summary(results))
     typer.echo(f"report: {report / 'results.md'}")

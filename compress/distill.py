@@ -23,9 +23,11 @@ from compress.loader import ShardBatches, batches, make_loader, resolve_workers
 from compress.prepare_data import (
     PrepareSettings, TokenizerSpec, default_workers, piece_counts, resolve_corpus, text_sources, tokenizer_spec,
 )
+from compress.distill_step import RelationDistillation
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
-from compress.relation_loss import relation_kd_loss
-from compress.run_dir import RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of
+from compress.run_dir import (
+    RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of, write_provenance,
+)
 from compress.student import build_student, init_from_teacher_layers, student_config
 from compress.teacher import (
     count_parameters, load_teacher, load_teacher_config, load_tokenizer, max_sequence_length, resolve_relation_heads,
@@ -188,7 +190,7 @@ def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
     has_checkpoint = (run_dir.path / STAGE / CHECKPOINT).exists()
     if resume and not has_checkpoint:
         raise UserError(f"nothing to resume in {run_dir.path} (no {STAGE}/{CHECKPOINT}): run without --resume")
-    if not resume and (has_checkpoint or (run_dir.path / "student").exists()):
+    if not resume and (has_checkpoint or run_dir.student_dir.exists()):
         raise UserError(
             f"{run_dir.path} already holds a distillation: pass --resume to continue it, or choose a new --run-dir"
         )
@@ -288,11 +290,7 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
     def loader(start: int):
         return batches(make_loader(dataset(start), loader_workers, ctx.device))
 
-    def on_device(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids = batch["input_ids"].to(ctx.device, non_blocking=True)
-        mask = batch["attention_mask"].to(ctx.device, non_blocking=True)
-        return ids, (ids if to_teacher is None else to_teacher[ids]), mask
-
+    distillation = RelationDistillation(teacher.model, spec, teacher_layer - 1, relation_heads, weights, to_teacher)
     relations = cfg.loss.objective == "relations"
     forward = StudentForward(student, spec, s_last if relations else None)
     if ctx.distributed:
@@ -306,15 +304,13 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
                                           broadcast_buffers=False, find_unused_parameters=True)
 
     def compute_loss(step: int, micro: int, batch: dict[str, Any]) -> StepOutput:
-        ids, t_ids, mask = on_device(batch)
+        ids = batch["input_ids"].to(ctx.device, non_blocking=True)
+        mask = batch["attention_mask"].to(ctx.device, non_blocking=True)
         if not relations:
             with torch.no_grad():
-                target = teacher.model(input_ids=t_ids, attention_mask=mask).last_hidden_state
+                target = teacher.model(input_ids=distillation.teacher_ids(ids), attention_mask=mask).last_hidden_state
             return StepOutput(loss=hidden_mse(forward(ids, mask), target, mask), parts={}, tokens=batch["tokens"])
-        with torch.no_grad():
-            t_qkv = forward_to_qkv(teacher.model, spec, teacher_layer - 1, t_ids, mask)
-        s_qkv = forward(ids, mask)
-        loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, relation_heads, weights)
+        loss, parts = distillation.loss(forward, ids, mask)
         return StepOutput(loss=loss, parts=parts, tokens=batch["tokens"])
 
     resolved = {"teacher_layer": teacher_layer, "teacher_layers": t_layers, "relation_heads": relation_heads,
@@ -355,10 +351,15 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
         raise RuntimeError(f"data-parallel ranks ended with different weights: {fingerprints}")
     outputs: dict[str, Any] = {}
     if ctx.is_main:
-        student_dir = run_dir.path / "student"
+        student_dir = run_dir.student_dir
         with atomic_directory(student_dir) as tmp:
             student.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            write_provenance(tmp, stage=STAGE, teacher=str(cfg.teacher), teacher_fingerprint=inputs["teacher"],
+                             teacher_layer=teacher_layer, relation_heads=relation_heads, steps=last.get("step", 0),
+                             final_loss=last.get("loss"), corpora=[{k: c[k] for k in ("path", "fingerprint", "sequences", "tokens")}
+                                                                   for c in inputs["corpora"]],
+                             resolved=resolved, config=to_plain(cfg))
             if kept_ids:
                 record = {"kept_ids": kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
                           "keep_top": cfg.student.trim_keep_top}

@@ -43,16 +43,6 @@ def _scores(heads: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(key_bias, heads, heads.transpose(1, 2), alpha=1.0 / math.sqrt(heads.shape[-1]))
 
 
-def relation_log_probs(x: torch.Tensor, key_mask: torch.Tensor, num_relation_heads: int) -> torch.Tensor:
-    """Log-softmax self-relations of one projection (for inspection and tests; the loss avoids building it).
-
-    x: ``[B, T, H]`` (any float dtype); key_mask: ``[B, T]`` bool, True for real tokens.
-    Returns ``[B, R, T, T]`` float32 log-probabilities over keys; padded keys get probability exactly 0.
-    """
-    scores = _scores(_relation_heads(x, num_relation_heads), _key_bias(key_mask, num_relation_heads))
-    return torch.log_softmax(scores, dim=-1).view(x.shape[0], num_relation_heads, x.shape[1], x.shape[1])
-
-
 def _chunks(n: int, length: int, device: torch.device):
     """Slices over the B·R axis whose ``[n, T, T]`` score blocks stay cache-sized on CPU (≈4 MB) and
     bounded on GPU (≈256 MB), so the elementwise passes run out of cache and memory stays flat."""

@@ -1,5 +1,17 @@
 """The run directory: one folder per run, described by ``manifest.json`` and ``config.yaml``.
 
+The layout, in one place (every stage asks :class:`RunDir` for a path instead of spelling it)::
+
+    RUN/manifest.json       per-stage records (status, config, resolved values, inputs, outputs, metrics,
+                            library versions); "schema": SCHEMA_VERSION
+    RUN/config.yaml         the distillation's resolved config (parsed back by RunDir.distill_config)
+    RUN/distill/            checkpoint.pt, metrics.jsonl (and a trimmed student's tokenizer, kept_ids.json)
+    RUN/student/            the distilled student (Hugging Face folder + provenance.json)
+    RUN/finetune/NAME/      fine-tuned classifiers
+    RUN/export/VARIANT/     the student's ONNX variants (fp32, int8, int8-qat) + export/parity.json
+    RUN/export/NAME/VARIANT a fine-tuned model's variants; export/qat/ the QAT work folder
+    RUN/eval.json           cached `compress evaluate` scores;  RUN/bench/  results of `compress bench`
+
 Every file that a later stage trusts is written atomically (a temporary file beside it, then
 ``os.replace``), so a killed process never leaves a half-written file that looks complete.
 """
@@ -26,6 +38,13 @@ from compress.errors import UserError
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"
+# Version of manifest.json's layout: a manifest written by a newer layout is refused, not misread. Manifests
+# from before versioning (no "schema" key) have this layout.
+SCHEMA_VERSION = 1
+DISTILL, STUDENT, FINETUNE, EXPORT, BENCH = "distill", "student", "finetune", "export", "bench"
+EVAL_FILE = "eval.json"
+PARITY_FILE = "parity.json"
+PROVENANCE_FILE = "provenance.json"
 # The ONNX variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and the
 # folder of QAT's checkpoints beside them.
 EXPORT_VARIANTS = ("fp32", "int8", "int8-qat")
@@ -104,6 +123,19 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def read_provenance(folder: Path) -> dict[str, Any]:
+    """A model folder's ``provenance.json`` ({} when it has none, e.g. a teacher from elsewhere)."""
+    path = Path(folder) / PROVENANCE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def write_provenance(folder: Path, **facts: Any) -> None:
+    """Write ``provenance.json`` into a produced model folder: what made it, so that a copy taken out of the
+    run still says what it is (llm-compressor's habit of saving the recipe beside the model)."""
+    record = {"made_by": "relation-compress", "created": now(), **facts, "versions": library_versions()}
+    atomic_write_text(Path(folder) / PROVENANCE_FILE, json.dumps(record, indent=2) + "\n")
+
+
 class RunDir:
     """A run folder: ``manifest.json`` (per-stage records), ``config.yaml`` and one subfolder per stage."""
 
@@ -118,14 +150,61 @@ class RunDir:
     def config_path(self) -> Path:
         return self.path / CONFIG
 
+    # --- the layout ---------------------------------------------------------------------------------
+    @property
+    def student_dir(self) -> Path:
+        return self.path / STUDENT
+
+    @property
+    def distill_dir(self) -> Path:
+        return self.path / DISTILL
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / EVAL_FILE
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.path / BENCH
+
+    def finetune_dir(self, name: str) -> Path:
+        return self.path / FINETUNE / name
+
+    def export_dir(self, model: str = STUDENT) -> Path:
+        """Where a model's variants go: ``export/`` for the student, ``export/<name>/`` for a fine-tuned model."""
+        return self.path / EXPORT if model == STUDENT else self.path / EXPORT / model
+
+    def export_stage(self, model: str = STUDENT) -> str:
+        """The manifest's stage name of a model's export: ``export`` or ``export/<name>``."""
+        return EXPORT if model == STUDENT else f"{EXPORT}/{model}"
+
+    def exported_models(self) -> list[tuple[str, Path]]:
+        """(model, export folder) of every model with a finished export (its parity.json lists the variants)."""
+        root = self.export_dir()
+        if not root.is_dir():
+            return []
+        roots = [(STUDENT, root)] + [(p.name, p) for p in sorted(root.iterdir())
+                                     if p.is_dir() and p.name not in EXPORT_VARIANTS and p.name != QAT_WORK
+                                     and not p.name.startswith(".")]
+        return [(model, folder) for model, folder in roots if (folder / PARITY_FILE).is_file()]
+
+    # --- the manifest ----------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
-            return {"stages": {}}
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            return {"schema": SCHEMA_VERSION, "stages": {}}
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{self.manifest_path} is damaged (not JSON): restore it, or start a new --run-dir") from None
+        if manifest.get("schema", 1) > SCHEMA_VERSION:
+            raise UserError(f"{self.path} was written by a newer relation-compress (manifest schema "
+                            f"{manifest['schema']}, this one reads {SCHEMA_VERSION}): upgrade relation-compress")
+        return manifest
 
     def update_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into the manifest's record of ``stage`` and write it atomically."""
         manifest = self.read_manifest()
+        manifest["schema"] = SCHEMA_VERSION
         record = manifest["stages"].setdefault(stage, {})
         record.update(fields)
         record["updated"] = now()
@@ -134,6 +213,21 @@ class RunDir:
 
     def stage(self, stage: str) -> dict[str, Any] | None:
         return self.read_manifest()["stages"].get(stage)
+
+    def distill_config(self):
+        """The distillation's config as a ``DistillConfig`` (the manifest's copy, parsed and validated), or
+        None when the folder holds no distillation."""
+        from compress.config import DistillConfig, build_config
+
+        record = self.stage(DISTILL)
+        if not record or "config" not in record:
+            return None
+        return build_config(DistillConfig, base=record["config"], source=str(self.manifest_path))
+
+    def teacher(self) -> str | None:
+        """The teacher the run was distilled from (a folder or a Hugging Face id), or None."""
+        cfg = self.distill_config()
+        return str(cfg.teacher) if cfg and cfg.teacher else None
 
     def ensure_folder(self) -> None:
         """Create the run folder; a clear error when the path is a file."""

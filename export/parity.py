@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from compress.pooling import mean_pool
+
 RANDOM_LENGTHS = (8, 32, 128)
 CLEAR_MARGIN = 0.01  # cosine gap between the reference's nearest and second-nearest neighbour
 
@@ -95,10 +97,6 @@ def hidden_states(model, session, batch) -> tuple[np.ndarray, np.ndarray]:
     return getattr(out, name).numpy(), ort
 
 
-def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over real tokens, in float64 so that cosines near 1 are resolved (and never exceed it)."""
-    hidden, m = hidden.astype(np.float64), mask[..., None].astype(np.float64)
-    return (hidden * m).sum(1) / np.maximum(m.sum(1), 1)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -119,8 +117,9 @@ def compare(model, session, batches: list[dict[str, np.ndarray]]) -> ParityRepor
             pt_emb.append(pt.astype(np.float64))
             ort_emb.append(ort.astype(np.float64))
         else:
-            pt_emb.append(_mean_pool(pt, batch["attention_mask"]))
-            ort_emb.append(_mean_pool(ort, batch["attention_mask"]))
+            # float64, so that cosines near 1 are resolved (and never exceed it)
+            pt_emb.append(mean_pool(pt.astype(np.float64), batch["attention_mask"]))
+            ort_emb.append(mean_pool(ort.astype(np.float64), batch["attention_mask"]))
     a, b = _unit(np.concatenate(pt_emb)), _unit(np.concatenate(ort_emb))
     cos = np.clip((a * b).sum(1), -1.0, 1.0)
     same, clear = neighbour_matches(a, b)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from compress.architectures import ArchSpec, layer_list
+from compress.pooling import mean_pool
 
 
 def fake_quant_weight(weight: torch.Tensor, reduce_range: bool = False) -> torch.Tensor:
@@ -105,12 +106,6 @@ def convert(state: QATState) -> None:
         parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``[B, T, H]``, ``[B, T]`` → ``[B, H]`` float32 mean over real tokens."""
-    m = mask[..., None].float()
-    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1)
-
-
 def retrain(
     student: nn.Module,
     reference: nn.Module,
@@ -140,9 +135,9 @@ def retrain(
     removed again (see :func:`convert`).
     """
     from compress.corpus import MixedSampler
+    from compress.distill_step import RelationDistillation
     from compress.distributed import init_from_env
-    from compress.qkv_capture import forward_with_qkv
-    from compress.relation_loss import relation_kd_loss, relation_kl
+    from compress.relation_loss import relation_kl
     from compress.train_loop import StepOutput, train
 
     ctx = init_from_env(cfg.device)
@@ -153,15 +148,13 @@ def retrain(
     micro_batch = cfg.batch_size // cfg.grad_accum
 
     sampler = MixedSampler([len(lines)], [1.0], 1.0, cfg.seed)
+    distillation = RelationDistillation(reference, reference_spec, reference_layer, relation_heads)
 
     def compute_loss(step: int, micro: int, _batch) -> StepOutput:
         texts = sampler.lines([lines], micro_batch, step, micro, ctx.rank)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
-        with torch.no_grad():
-            ref_out, ref_qkv = forward_with_qkv(reference, reference_spec, reference_layer, ids, mask)
-        out, qkv = forward_with_qkv(student, spec, last_layer, ids, mask)
-        loss, parts = relation_kd_loss(qkv, ref_qkv, mask, relation_heads)
+        loss, parts, out, ref_out = distillation.loss_with_outputs(student, spec, last_layer, ids, mask)
         if output_weight:
             out_kl = relation_kl(out, ref_out, mask, relation_heads)
             loss = loss + output_weight * out_kl

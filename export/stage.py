@@ -10,70 +10,66 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
 from compress.config import ExportConfig, to_plain
 from compress.corpus import expand_pattern, sample_lines
 from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
 from compress.run_dir import (
-    EXPORT_VARIANTS, QAT_WORK, RunDir, atomic_write_text, library_versions, now, sha256_of,
+    DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, STUDENT, RunDir, atomic_write_text, library_versions, now,
+    read_provenance, sha256_of, write_provenance,
 )
-from export.fusion import cpu_session_options, fuse_for_cpu
+from export.fusion import fuse_for_cpu
 from export.isa import cpu_features, needs_reduced_range
 from export.onnx_export import TASKS, export_fp32
 from export.parity import ParityReport, compare, encode, random_batches
 from export.quantize import op_counts, quantize_dynamic_int8, quantize_static_int8
 
 log = logging.getLogger(__name__)
-STAGE = "export"
 EMBEDDING_SHARE_FOR_INT8 = 0.75  # quantize_embeddings=auto stores the embedding tables in INT8 from this share on
 
 
 def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
     """The folder to export and optimum's task for it; a clear error when the stage before is missing."""
-    distill = run_dir.stage("distill")
-    if not distill or distill.get("status") != "complete" or not (run_dir.path / "student").is_dir():
+    distill = run_dir.stage(DISTILL)
+    if not distill or distill.get("status") != "complete" or not run_dir.student_dir.is_dir():
         raise UserError(f"{run_dir.path} has no finished distillation: run `compress distill --run-dir {run_dir.path} ...` first")
-    if cfg.model == "student":
-        return run_dir.path / "student", TASKS["student"]
+    if cfg.model == STUDENT:
+        return run_dir.student_dir, TASKS["student"]
     if cfg.model == "teacher":  # the full teacher, as the reference a user would otherwise deploy
-        teacher = distill["config"]["teacher"]
+        teacher = run_dir.teacher()
         if "path" in distill["inputs"]["teacher"] and not Path(teacher).is_dir():  # a local folder, since removed
             raise UserError(f"the teacher this run was distilled from, {teacher}, is not there any more: restore that "
                             "folder to export the teacher")
         return Path(teacher), TASKS["student"]
-    path = run_dir.path / "finetune" / cfg.model
+    path = run_dir.finetune_dir(cfg.model)
     if not path.is_dir():
-        raise UserError(f"no fine-tuned model '{cfg.model}' in {run_dir.path / 'finetune'}: "
+        raise UserError(f"no fine-tuned model '{cfg.model}' in {path.parent}: "
                         "export the student (--model student) or fine-tune one first")
     return path, TASKS["classifier"]
-
-
-def export_root(run_dir: RunDir, model: str) -> Path:
-    """Where a model's variants go: ``export/<variant>/`` for the student, ``export/<name>/<variant>/``
-    for a fine-tuned model."""
-    return run_dir.path / STAGE if model == "student" else run_dir.path / STAGE / model
 
 
 TEXT_SAMPLE = 50_000  # lines drawn from the corpora for calibration, parity and QAT (one streaming pass)
 
 
-def _texts(run_dir: RunDir, cfg: ExportConfig) -> tuple[list[str], list[str], list[str]]:
-    """(sampled lines, calibration lines, parity lines) of the calibration corpus or the distill corpora;
-    calibration and parity lines are disjoint samples."""
-    sources = cfg.calib_corpus or [c["path"] for c in run_dir.stage("distill")["config"]["data"]["corpora"]]
+def _texts(run_dir: RunDir, cfg: ExportConfig) -> list[str]:
+    """Lines sampled from the calibration corpus or, by default, the distill corpora (one streaming pass)."""
+    sources = cfg.calib_corpus or [c.path for c in run_dir.distill_config().data.corpora]
     paths = [text for pattern in sources for path in expand_pattern(pattern) for text in text_sources(path)]
-    lines = sample_lines(paths, TEXT_SAMPLE, cfg.seed)
+    return sample_lines(paths, TEXT_SAMPLE, cfg.seed)
+
+
+def split_texts(lines: list[str], cfg: ExportConfig) -> tuple[list[str], list[str]]:
+    """(calibration lines, parity lines): disjoint samples of ``lines`` (overlapping only when there are too few)."""
     calib = lines[: cfg.calib_samples]
     parity = lines[cfg.calib_samples : cfg.calib_samples + cfg.parity_samples] or calib[: cfg.parity_samples]
-    return lines, calib, parity
+    return calib, parity
 
 
 def _session(path: Path):
-    import onnxruntime as ort
+    from export.sessions import make_session
 
-    return ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
+    return make_session(path, "cpu", None)
 
 
 def _weights_sha256(model_dir: Path) -> str | None:
@@ -112,44 +108,26 @@ def run(cfg: ExportConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str
 
 
 def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, Any]:
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
     model_dir, task = _model_dir(run_dir, cfg)
     if cfg.qat and cfg.model != "student":
         raise UserError("--qat retrains the task-agnostic student: export it with --qat, and other models with --int8")
-    if resume and cfg.qat and not (run_dir.path / STAGE / QAT_WORK / "checkpoint.pt").exists():
-        raise UserError(f"nothing to resume in {run_dir.path / STAGE / QAT_WORK} (no QAT checkpoint): run the export "
-                        "without --resume")
-    try:
-        loader = AutoModel if task == TASKS["student"] else AutoModelForSequenceClassification
-        model = loader.from_pretrained(model_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except Exception as err:
-        raise UserError(f"cannot load {model_dir} ({first_line(err)}): the folder is damaged; re-run `compress distill`") from None
-    if cfg.int8 or cfg.qat:
-        cfg = cfg.model_copy(update={"quantize_embeddings": _quantize_embeddings(cfg.quantize_embeddings, model)})
-    lines, calib_texts, parity_texts = _texts(run_dir, cfg)
-    max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
-    batches = encode(tokenizer, parity_texts) + random_batches(
-        model.config.vocab_size, set(tokenizer.all_special_ids), cfg.seed, max_positions)
+    qat_dir = run_dir.export_dir() / QAT_WORK
+    if resume and cfg.qat and not (qat_dir / "checkpoint.pt").exists():
+        raise UserError(f"nothing to resume in {qat_dir} (no QAT checkpoint): run the export without --resume")
+    out = run_dir.export_dir(cfg.model)
+    stage = run_dir.export_stage(cfg.model)
 
-    out = export_root(run_dir, cfg.model)
-    stage = STAGE if cfg.model == "student" else f"{STAGE}/{cfg.model}"
-    # Every variant is built in a folder beside the export and checked there; the current export is replaced
-    # only once all of them have passed, so a failed or interrupted export leaves the good one as it was.
-    staging = out.parent / f".{out.name}.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    def qat(cfg, staging, model, tokenizer, lines, parity_texts, batches, features):
+        return _int8_qat(cfg, run_dir, staging, model_dir, model, tokenizer, lines, parity_texts, batches, features,
+                         resume=resume)
+
     try:
-        report = _build_variants(cfg, run_dir, staging, model_dir, task, model, tokenizer, lines, calib_texts,
-                                 parity_texts, batches, resume=resume)
-        _publish(staging, out, report)
+        report, cfg = export_model(model_dir, out, cfg, _texts(run_dir, cfg), task=task, qat=qat if cfg.qat else None)
     except BaseException as err:
-        shutil.rmtree(staging, ignore_errors=True)
         if run_dir.stage(stage):
             run_dir.update_stage(stage, last_failure={"at": now(), "error": first_line(err), "config": to_plain(cfg)})
         raise
-    outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / "parity.json")}
+    outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / PARITY_FILE)}
     run_dir.update_stage(stage, status="complete", finished=now(), config=to_plain(cfg), versions=library_versions(),
                          inputs={"model": str(model_dir), "sha256": _weights_sha256(model_dir)}, outputs=outputs,
                          last_failure=None,
@@ -158,26 +136,62 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
     return report
 
 
-def _build_variants(cfg, run_dir: RunDir, out: Path, model_dir: Path, task: str, model, tokenizer, lines, calib_texts,
-                    parity_texts, batches, *, resume: bool) -> dict[str, Any]:
-    """Export and check every asked-for variant into ``out`` (a staging folder); returns parity.json's report."""
-    features = cpu_features()
-    report: dict[str, Any] = {"cpu": features, "model": cfg.model, "variants": {}}
-    fp32_dir = export_fp32(model_dir, out / "fp32", task=task, opset=cfg.opset)
-    fp32 = compare(model, _session(fp32_dir / "model.onnx"), batches)
-    if fp32.max_abs_diff > cfg.fp32_tolerance:
-        raise UserError(f"FP32 ONNX differs from PyTorch by {fp32.max_abs_diff:.2e} (tolerance {cfg.fp32_tolerance:.0e}, "
-                        f"mean cosine {fp32.mean_cosine:.6f}): the export is wrong (the previous export, if any, is "
-                        "kept); try another --opset")
-    report["variants"]["fp32"] = {**fp32.as_dict(), "size_bytes": _size(fp32_dir), "tolerance": cfg.fp32_tolerance}
-    log.info("fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
-    if cfg.int8:
-        report["variants"]["int8"] = _int8(cfg, fp32_dir, out / "int8", model, tokenizer, calib_texts, batches, features)
-    if cfg.qat:
-        report["variants"]["int8-qat"] = _int8_qat(cfg, run_dir, out, model_dir, model, tokenizer, lines, parity_texts,
-                                                   batches, features, resume=resume)
-    atomic_write_text(out / "parity.json", json.dumps(report, indent=2) + "\n")
-    return report
+def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str], *, task: str | None = None,
+                 qat=None) -> tuple[dict[str, Any], ExportConfig]:
+    """Export one model folder to ``out/<variant>/`` (fp32, int8 when ``cfg.int8``) with ``out/parity.json``:
+    what ``compress export`` does for a run, callable on any Hugging Face encoder folder (as optimum's
+    exporter is), so that benchmarks measure the very files that ship.
+
+    ``lines``: real text for calibration and the parity checks; ``task``: optimum's task (default: from the
+    folder's config, a classifier when it has labels). ``qat(cfg, staging, model, tokenizer, lines,
+    parity_texts, batches, features)`` builds the int8-qat variant (the run's retraining). Every variant is
+    built in ``.<out>.new/`` and checked; ``out`` is replaced only once all have passed. Returns (the parity
+    report, the config with ``quantize_embeddings`` resolved).
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        if task is None:
+            labelled = getattr(AutoConfig.from_pretrained(model_dir), "architectures", None) or []
+            task = TASKS["classifier"] if any("SequenceClassification" in a for a in labelled) else TASKS["student"]
+        loader = AutoModel if task == TASKS["student"] else AutoModelForSequenceClassification
+        model = loader.from_pretrained(model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as err:
+        raise UserError(f"cannot load {model_dir} ({first_line(err)}): the folder is damaged; re-run `compress distill`") from None
+    if cfg.int8 or cfg.qat:
+        cfg = cfg.model_copy(update={"quantize_embeddings": _quantize_embeddings(cfg.quantize_embeddings, model)})
+    calib_texts, parity_texts = split_texts(lines, cfg)
+    max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
+    batches = encode(tokenizer, parity_texts) + random_batches(
+        model.config.vocab_size, set(tokenizer.all_special_ids), cfg.seed, max_positions)
+    staging = out.parent / f".{out.name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        features = cpu_features()
+        report: dict[str, Any] = {"cpu": features, "model": cfg.model, "variants": {}}
+        fp32_dir = export_fp32(model_dir, staging / "fp32", task=task, opset=cfg.opset)
+        fp32 = compare(model, _session(fp32_dir / "model.onnx"), batches)
+        if fp32.max_abs_diff > cfg.fp32_tolerance:
+            raise UserError(f"FP32 ONNX differs from PyTorch by {fp32.max_abs_diff:.2e} (tolerance {cfg.fp32_tolerance:.0e}, "
+                            f"mean cosine {fp32.mean_cosine:.6f}): the export is wrong (the previous export, if any, is "
+                            "kept); try another --opset")
+        report["variants"]["fp32"] = {**fp32.as_dict(), "size_bytes": _size(fp32_dir), "tolerance": cfg.fp32_tolerance}
+        log.info("fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
+        if cfg.int8:
+            report["variants"]["int8"] = _int8(cfg, fp32_dir, staging / "int8", model, tokenizer, calib_texts, batches, features)
+        if qat is not None:
+            report["variants"]["int8-qat"] = qat(cfg, staging, model, tokenizer, lines, parity_texts, batches, features)
+        atomic_write_text(staging / PARITY_FILE, json.dumps(report, indent=2) + "\n")
+        source = read_provenance(model_dir)
+        for name, record in report["variants"].items():
+            write_provenance(staging / name, stage="export", variant=name, source_model=str(model_dir),
+                             source=source, parity=record, export_config=to_plain(cfg))
+        _publish(staging, out, report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report, cfg
 
 
 def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
@@ -194,7 +208,7 @@ def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
             (out / name).rename(old / name)
         if name in report["variants"]:
             (staging / name).rename(out / name)
-    os.replace(staging / "parity.json", out / "parity.json")
+    os.replace(staging / PARITY_FILE, out / PARITY_FILE)
     if "int8-qat" not in report["variants"]:
         shutil.rmtree(out / QAT_WORK, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
@@ -263,7 +277,8 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
     from compress.teacher import load_teacher
     from export.qat import prepare, retrain
 
-    distill = run_dir.stage("distill")
+    distill = run_dir.stage(DISTILL)
+    distill_cfg = run_dir.distill_config()
     spec = arch_spec(model.config.model_type)
     if cfg.qat_reference == "original" and (model_dir / "trimmed_vocab.json").exists():
         raise UserError("this student has a trimmed vocabulary, so the original teacher reads other token ids: "
@@ -271,7 +286,7 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
     if cfg.qat_reference == "student":
         reference, ref_spec, ref_layer = model, spec, len(layer_list(model, spec)) - 1
     else:
-        teacher = load_teacher(distill["config"]["teacher"])
+        teacher = load_teacher(distill_cfg.teacher)
         reference, ref_spec, ref_layer = teacher.model, teacher.spec, distill["resolved"]["teacher_layer"] - 1
     held_out = set(parity_texts)
     train_lines = [line for line in lines if line not in held_out]
@@ -283,7 +298,7 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
     same_width = reference.config.hidden_size == student.config.hidden_size
     embedding_weight = cfg.qat_embedding_weight if same_width else 0.0
     reduce_range = needs_reduced_range(features)
-    qat_dir = run_dir.path / STAGE / QAT_WORK
+    qat_dir = run_dir.export_dir() / QAT_WORK
     if not resume:
         shutil.rmtree(qat_dir, ignore_errors=True)
     elif not (qat_dir / "checkpoint.pt").exists():
@@ -293,7 +308,7 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
                       cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
                       quantize_embeddings=cfg.quantize_embeddings, output_weight=cfg.qat_output_weight,
                       embedding_weight=embedding_weight,
-                      max_length=distill["config"]["data"]["max_length"], resume=resume)
+                      max_length=distill_cfg.data.max_length, resume=resume)
     student.cpu().eval()
     student.save_pretrained(qat_dir / "student")
     tokenizer.save_pretrained(qat_dir / "student")

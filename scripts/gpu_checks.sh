@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12's GPU checks as one script, for a lent GPU machine (docs/benchmarks.md records the results):
 #   1. pytest -m gpu
-#   2. bench/distill_speed.py at the paper's base shape (12×768 → 6×384, batch 256 × 128, bf16): tokens/s,
+#   2. benchmarks/distill_speed.py at the paper's base shape (12×768 → 6×384, batch 256 × 128, bf16): tokens/s,
 #      peak memory, MFU against the measured bf16 matmul rate
 #   3. a 300-step distillation on real text from prepared shards (DataLoader path), killed at a checkpoint
 #      and resumed, compared bit for bit with an uninterrupted run
@@ -36,7 +36,7 @@ if [ "$DEVICE" = cuda ]; then
   echo "== 1. pytest -m gpu"
   $PY -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/pytest-gpu.txt" || true
   echo "== 2. distillation step, 12x768 -> 6x384, batch 256 x 128, bf16"
-  $PY bench/distill_speed.py --device cuda --bf16 --teacher-hidden 768 --batch-size 256 --seq-len 128 \
+  $PY benchmarks/distill_speed.py --device cuda --bf16 --teacher-hidden 768 --batch-size 256 --seq-len 128 \
     --rounds 3 --steps-per-round 3 --json "$OUT/distill_speed.json" 2>&1 | tail -15 | tee "$OUT/distill_speed.txt"
 fi
 

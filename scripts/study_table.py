@@ -31,7 +31,7 @@ def relation_kl(run: Path, scores: list[dict]) -> float:
     if recorded is not None:
         return recorded
     from bench.tasks import load_task
-    from compress.evaluation import relation_kl_to_teacher
+    from bench.evaluation import relation_kl_to_teacher
 
     distill = json.loads((run / "manifest.json").read_text())["stages"]["distill"]
     task = load_task("fidelity")

@@ -17,7 +17,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.machine import machine_facts
-from bench.ort_session import PROVIDERS, SessionRunner, check_provider, make_feeds, make_session, providers_used
+from bench.ort_session import SessionRunner, make_feeds, providers_used
+from export.sessions import PROVIDERS, check_provider, make_session
 from bench.pareto import best_under_budget, pareto_front
 from bench.report import headline_metrics, make_results, reference_shapes, timing_row, validate_results, write_report
 from bench.timing import TimingStats, measure, throughput

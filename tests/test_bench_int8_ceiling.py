@@ -1,11 +1,11 @@
-"""bench/int8_ceiling.py times what it says: each part graph computes its operation (checked against numpy)."""
+"""benchmarks/int8_ceiling.py times what it says: each part graph computes its operation (checked against numpy)."""
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bench.int8_ceiling import attention_graphs, projection_graphs, qattention_graph
-from bench.int8_speed import session
+from benchmarks.int8_ceiling import attention_graphs, projection_graphs, qattention_graph
+from benchmarks.int8_speed import session
 
 
 def _run(graph):

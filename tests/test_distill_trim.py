@@ -58,7 +58,7 @@ def test_trimmed_distillation_trains_and_exports(tiny_xlmr_dir, corpus_file, tmp
     assert len(losses) == 6 and all(loss == loss for loss in losses)
     result = run_cli(["export", run, "--int8"], capsys)
     assert result.code == 0, result.stderr
-    original = run_cli(["export", run, "--qat", "--teacher", "original"], capsys)
+    original = run_cli(["export", run, "--qat", "--qat-reference", "original"], capsys)
     assert original.code == 2 and "trimmed vocabulary" in original.stderr
 
 

@@ -11,9 +11,10 @@ from transformers import AutoTokenizer
 from bench.encoders import OrtEncoder
 from bench.evaluate import bitext_scores, classification_scores, evaluate, fidelity_scores
 from bench.metrics import (
-    accuracy, bitext_accuracy, by_group, macro_f1, mean_pool, retrieval_top1, row_cosines, similarity_correlation,
+    accuracy, bitext_accuracy, by_group, macro_f1, retrieval_top1, row_cosines, similarity_correlation,
 )
 from bench.probe import fit_probe
+from compress.pooling import mean_pool
 from bench.tasks import available_tasks, load_task, read_rows
 from bench.tokenization import encode_batch, load_tokenizer
 from bench.torch_encoder import TorchEncoder
@@ -58,8 +59,22 @@ def test_similarity_correlation_is_invariant_to_rotation_and_width():
 
 
 def test_mean_pool_ignores_padding():
-    hidden = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
-    assert mean_pool(hidden, np.array([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
+    hidden = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = np.array([[1, 1, 0], [0, 0, 0]])
+    assert mean_pool(hidden, mask).tolist() == [[2.0, 3.0], [0.0, 0.0]]  # a row with no token → zeros
+    assert mean_pool(hidden.astype(np.float16), mask).dtype == np.float32
+    assert mean_pool(hidden, mask).dtype == np.float64
+
+
+def test_mean_pool_is_the_same_on_torch_tensors():
+    import torch
+
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]], requires_grad=True)
+    pooled = mean_pool(hidden, torch.tensor([[1, 1, 0]]))
+    assert pooled.tolist() == [[2.0, 3.0]]
+    pooled.sum().backward()
+    assert hidden.grad[0, :, 0].tolist() == [0.5, 0.5, 0.0]
+    assert mean_pool(hidden.detach().bfloat16(), torch.tensor([[1, 1, 0]])).dtype == torch.float32
 
 
 def test_probe_separates_separable_classes():

@@ -49,6 +49,13 @@ def test_fp32_and_dynamic_int8(distilled, capsys):
     assert int8["size_bytes"] < variants["fp32"]["size_bytes"]
     stage = json.loads((distilled / "manifest.json").read_text())["stages"]["export"]
     assert stage["status"] == "complete" and set(stage["outputs"]) == {"fp32", "int8", "parity"}
+    # Each folder says what it is when copied out of the run: its variant, its parity, and the student's facts.
+    student = json.loads((distilled / "student" / "provenance.json").read_text())
+    for name in ("fp32", "int8"):
+        facts = json.loads((distilled / "export" / name / "provenance.json").read_text())
+        assert facts["variant"] == name and facts["parity"]["mean_cosine"] == variants[name]["mean_cosine"]
+        assert facts["source"] == student and facts["export_config"]["int8"] is True
+        assert "onnxruntime" in facts["versions"] and "transformers" in facts["versions"]
 
     # optimum's ORTModel loads each folder and agrees with a bare ONNX Runtime session.
     from optimum.onnxruntime import ORTModelForFeatureExtraction

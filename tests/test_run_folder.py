@@ -5,6 +5,8 @@ import subprocess
 
 import pytest
 
+from compress.config import DistillConfig
+from compress.run_dir import SCHEMA_VERSION, RunDir
 from tests.cli_runner import cli_command, cli_env, run_cli
 
 SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "8", "--max-length", "32",
@@ -68,7 +70,8 @@ def test_a_second_process_is_refused_while_one_holds_the_run_folder(started, cap
          str(started / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        for args in (["distill", "--run-dir", started, "--resume", "--steps", "8"], ["export", started]):
+        for args in (["distill", "--run-dir", started, "--resume", "--steps", "8"], ["export", started],
+                     ["bench", started, "--torch"]):
             result = run_cli(args, capsys)
             assert result.code == 2 and "is in use by process 4242 (compress export" in result.stderr, result.stderr
     finally:
@@ -85,3 +88,30 @@ def test_a_run_dir_that_is_a_file_is_a_clear_error(tiny_bert_dir, corpus_file, t
     proc = subprocess.run(cli_command(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", file,
                                        *SMALL, "--steps", "1"]), env=cli_env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_run_folder_api_parses_its_own_records(started, tiny_bert_dir, corpus_file, capsys):
+    """The typed API: the stored config comes back as a DistillConfig, the layout from one place, the manifest
+    carries its schema version, and the student carries its provenance."""
+    run = RunDir(started)
+    cfg = run.distill_config()
+    assert isinstance(cfg, DistillConfig) and cfg.student.hidden == 32 and cfg.loss.relation_heads == 8
+    assert run.teacher() == str(tiny_bert_dir) and [c.path for c in cfg.data.corpora] == [str(corpus_file)]
+    assert run.student_dir == started / "student" and run.export_dir("sst2") == started / "export" / "sst2"
+    assert run.export_stage("sst2") == "export/sst2" and run.exported_models() == []
+    assert json.loads((started / "manifest.json").read_text())["schema"] == SCHEMA_VERSION
+    facts = json.loads((started / "student" / "provenance.json").read_text())
+    assert facts["teacher"] == str(tiny_bert_dir) and facts["relation_heads"] == 8 and facts["steps"] == 4
+    assert facts["teacher_layer"] == 4 and facts["corpora"][0]["fingerprint"]["sha256"]
+    assert DistillConfig.model_validate(facts["config"]) == cfg
+    assert RunDir(started.parent / "nothing-here").distill_config() is None
+
+
+def test_a_manifest_from_a_newer_layout_or_damaged_is_refused(started, capsys):
+    manifest = json.loads((started / "manifest.json").read_text())
+    (started / "manifest.json").write_text(json.dumps({**manifest, "schema": SCHEMA_VERSION + 1}))
+    result = run_cli(["export", started], capsys)
+    assert result.code == 2 and "newer relation-compress" in result.stderr and "Traceback" not in result.stderr
+    (started / "manifest.json").write_text("{ not json")
+    result = run_cli(["export", started], capsys)
+    assert result.code == 2 and "is damaged" in result.stderr and "Traceback" not in result.stderr

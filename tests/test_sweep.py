@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModel
 
 from compress.errors import UserError
-from compress.sweep import candidate_layers
+from bench.sweep import candidate_layers
 from tests.cli_runner import run_cli
 from tests.test_finetune import write_toy_task
 

@@ -21,7 +21,7 @@ This script times, in alternating rounds (this VM drifts; ratios are medians of 
     ``MatMul`` vs ``DynamicQuantizeLinear`` + ``MatMulIntegerToFloat`` (why the core stays FP32);
   * the FP32 export and `compress export --int8`'s INT8 graph end to end (random BERT weights).
 
-    python bench/int8_ceiling.py                    # 12×384 and 6×384, batch 1 and 8, length 128, 2 threads
+    python benchmarks/int8_ceiling.py                    # 12×384 and 6×384, batch 1 and 8, length 128, 2 threads
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,7 +37,10 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.int8_speed import build_model, feeds, ours, paired_ratio, session, time_rounds
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed
+
+from benchmarks.int8_speed import build_model, feeds, ours, paired_ratio, sentences, session, time_rounds  # noqa: E402
 
 OPSETS = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
 
@@ -119,8 +123,9 @@ def build_end_to_end(work: Path, layers: int, hidden: int) -> dict[str, Path]:
     """The FP32 export and the export's INT8 graph (attention-fused, dynamic per-channel) of a random BERT."""
     from compress.assets.minilm_teacher import english_teacher_path
 
-    model_dir = build_model(work / "model", layers, hidden, Path(english_teacher_path()) / "vocab.txt")
-    graphs = ours(model_dir, work, hidden)
+    vocab = Path(english_teacher_path()) / "vocab.txt"
+    model_dir = build_model(work / "model", layers, hidden, vocab)
+    graphs, _ = ours(model_dir, work, hidden, sentences(vocab))
     return {"fp32": graphs["fp32"], "int8": graphs["int8"]}
 
 

@@ -14,8 +14,8 @@ range, and the median absolute difference per call. Models:
   tiny     the tests' tiny BERT (4 layers, hidden 64), exported with export/onnx_export.py
   6x384    a random 6-layer, hidden-384 BERT (MiniLM-L6 sized; vocabulary of the tiny tokenizer)
 
-    python bench/harness_overhead.py                       # all three, batch 1 × 128, 1 thread, 41 rounds of 0.1 s
-    python bench/harness_overhead.py --models micro,tiny --threads 2 --rounds 81
+    python benchmarks/harness_overhead.py                       # all three, batch 1 × 128, 1 thread, 41 rounds of 0.1 s
+    python benchmarks/harness_overhead.py --models micro,tiny --threads 2 --rounds 81
 
 torch/transformers are imported only to build and export the BERT models (not by the timed code).
 """
@@ -34,7 +34,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ort_session import SessionRunner, make_feeds, make_session  # noqa: E402
+from bench.ort_session import SessionRunner, make_feeds  # noqa: E402
+from export.sessions import make_session  # noqa: E402
 from bench.timing import measure  # noqa: E402
 
 

@@ -15,7 +15,7 @@ them); optimum's and int8-ort-fused with ONNX Runtime's defaults, as their users
 in alternating rounds (noise hits all alike) at each batch size × length, with a fixed thread count. Prints
 latency (median over rounds) and the ratios a reader needs (median over rounds of the within-round ratio).
 
-    python bench/int8_speed.py                      # 12×384 and 6×384, batch 1 and 8, length 128, 2 threads
+    python benchmarks/int8_speed.py                      # 12×384 and 6×384, batch 1 and 8, length 128, 2 threads
 """
 
 from __future__ import annotations
@@ -44,42 +44,54 @@ def build_model(folder: Path, layers: int, hidden: int, vocab_file: Path) -> Pat
     return folder
 
 
-def ours(model_dir: Path, work: Path, hidden: int) -> dict[str, Path]:
-    """What `compress export --int8` makes of a BERT folder: fp32 (portable), fp32-fused, int8 (of fp32-fused)."""
+def sentences(vocab_file: Path, n: int = 400, seed: int = 0) -> list[str]:
+    """``n`` lines of 8–40 whole words from the vocabulary: text for the export's calibration and parity checks."""
+    words = [w for w in vocab_file.read_text(encoding="utf-8").split() if w.isalpha() and not w.startswith("[")]
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(words, int(rng.integers(8, 40)))) for _ in range(n)]
+
+
+def ours(model_dir: Path, work: Path, hidden: int, lines: list[str]) -> tuple[dict[str, Path], dict]:
+    """What `compress export --int8` makes of a model folder, through its own code (export.stage.export_model:
+    fp32, and int8 from the attention-fused graph with reduce_range and quantize_embeddings resolved as the
+    export resolves them), plus fp32-fused, the graph INT8 is made from. Returns (paths, the int8 record)."""
+    from compress.config import ExportConfig
     from export.fusion import fuse_for_cpu
-    from export.onnx_export import export_fp32
-    from export.quantize import quantize_dynamic_int8
+    from export.stage import export_model
 
-    fp32 = export_fp32(model_dir, work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
+    report, _ = export_model(model_dir, work / "export", ExportConfig(int8=True), lines)
+    fp32 = work / "export" / "fp32" / "model.onnx"
     fuse_for_cpu(fp32, work / "fp32-fused.onnx", model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
-    quantize_dynamic_int8(work / "fp32-fused.onnx", work / "int8.onnx", reduce_range=False, quantize_embeddings=False)
-    return {"fp32": fp32, "fp32-fused": work / "fp32-fused.onnx", "int8": work / "int8.onnx"}
+    paths = {"fp32": fp32, "fp32-fused": work / "fp32-fused.onnx", "int8": work / "export" / "int8" / "model.onnx"}
+    return paths, report["variants"]["int8"]
 
 
-def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict]) -> dict[str, Path]:
+def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict], lines: list[str]) -> dict[str, Path]:
     from onnxruntime.transformers.optimizer import optimize_model
     from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
     from export.quantize import quantize_dynamic_int8, quantize_static_int8
 
-    out = ours(model_dir, work, hidden)
+    out, shipped = ours(model_dir, work, hidden, lines)
     fp32 = out["fp32"]
+    # The alternatives use the settings the export chose for this CPU and model, so only the graph differs.
+    same = {"reduce_range": shipped["reduce_range"], "quantize_embeddings": shipped["quantized_embeddings"]}
     out["int8-unfused"] = work / "int8-unfused.onnx"
-    quantize_dynamic_int8(fp32, out["int8-unfused"], reduce_range=False, quantize_embeddings=False)
+    quantize_dynamic_int8(fp32, out["int8-unfused"], **same)
     ort_fused = work / "ort-fused.onnx"
     optimize_model(str(fp32), model_type="bert", num_heads=hidden // 32, hidden_size=hidden).save_model_to_file(str(ort_fused))
     out["int8-ort-fused"] = work / "int8-ort-fused.onnx"
-    quantize_dynamic_int8(ort_fused, out["int8-ort-fused"], reduce_range=False, quantize_embeddings=False)
+    quantize_dynamic_int8(ort_fused, out["int8-ort-fused"], **same)
     out["int8-static"] = work / "int8-static.onnx"
-    quantize_static_int8(fp32, out["int8-static"], calib, reduce_range=False, quantize_embeddings=False)
+    quantize_static_int8(fp32, out["int8-static"], calib, **same)
 
-    optimizer = ORTOptimizer.from_pretrained(work / "fp32")
+    optimizer = ORTOptimizer.from_pretrained(work / "export" / "fp32")
     optimizer.optimize(save_dir=work / "optimum-o2", optimization_config=AutoOptimizationConfig.O2())
     out["optimum-fp32"] = next((work / "optimum-o2").glob("*.onnx"))
     # ORTQuantizer fails on the O2 graph with ORT 1.31 ("Unable to find data type for ..."): optimum's INT8
     # path therefore starts from its plain export, as optimum's own quantization examples do.
-    quantizer = ORTQuantizer.from_pretrained(work / "fp32", file_name="model.onnx")
+    quantizer = ORTQuantizer.from_pretrained(work / "export" / "fp32", file_name="model.onnx")
     quantizer.quantize(save_dir=work / "optimum-int8", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
     out["optimum-int8"] = next((work / "optimum-int8").glob("*.onnx"))
     return out
@@ -153,7 +165,7 @@ def main() -> None:
             for _ in range(8):
                 ids = rng.integers(1000, 30000, size=(8, args.seq_len))
                 calib.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
-            paths = variants(model_dir, work, layers, hidden, calib)
+            paths = variants(model_dir, work, layers, hidden, calib, sentences(vocab))
             sessions = {name: session(p, args.threads, ours=name not in ORT_DEFAULTS) for name, p in paths.items()}
             shape_result = {}
             for bs in map(int, args.batch_sizes.split(",")):

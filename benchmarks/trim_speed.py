@@ -12,9 +12,9 @@
    full vocabulary and reads ``kept_ids[student ids]``; both students start from the same weights, so
    their first losses must agree.
 
-    python bench/trim_speed.py     # multilingual-e5-small, chatterbot text, 6×384 student, batch 32 × 64, CPU
-    python bench/trim_speed.py --padding longest --threads 1   # batches as `compress distill` pads them; 1 thread
-    python bench/trim_speed.py --device cuda --batch-size 256 --json trim.json
+    python benchmarks/trim_speed.py     # multilingual-e5-small, chatterbot text, 6×384 student, batch 32 × 64, CPU
+    python benchmarks/trim_speed.py --padding longest --threads 1   # batches as `compress distill` pads them; 1 thread
+    python benchmarks/trim_speed.py --device cuda --batch-size 256 --json trim.json
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,8 +35,8 @@ from compress.assets import registry
 from compress.config import TrainConfig
 from compress.corpus import expand_pattern, read_corpus
 from compress.errors import UserError
+from compress.distill_step import RelationDistillation
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
-from compress.relation_loss import relation_kd_loss
 from compress.student import build_student, student_config
 from compress.teacher import load_teacher, resolve_relation_heads, resolve_teacher_layer
 from compress.train_loop import make_optimizer
@@ -153,12 +154,13 @@ def time_distillation(args, teacher_dir: str, trim, out_dir: Path, lines: list[s
                                encode(original_tok, texts[i : i + args.batch_size], args)["input_ids"])
                    for i in range(0, len(texts), args.batch_size))
 
+    # The product's step: the teacher reads the full ids the trimmed ids map to (distill's kept-ids map).
+    steps = {"full": RelationDistillation(teacher.model, spec, t_layer - 1, relation_heads),
+             "trimmed": RelationDistillation(teacher.model, spec, t_layer - 1, relation_heads, to_teacher=kept.to(device))}
+
     def loss(name: str, batch) -> torch.Tensor:
-        with torch.inference_mode():
-            t_qkv = forward_to_qkv(teacher.model, spec, t_layer - 1, batch["full"], batch["mask"])
-        t_qkv = tuple(x.clone() for x in t_qkv)  # leave inference mode's tensors behind
-        s_qkv = forward_to_qkv(students[name], spec, args.student_layers - 1, batch[name], batch["mask"])
-        return relation_kd_loss(s_qkv, t_qkv, batch["mask"], relation_heads)[0]
+        student_qkv = partial(forward_to_qkv, students[name], spec, args.student_layers - 1)
+        return steps[name].loss(student_qkv, batch[name], batch["mask"])[0]
 
     for student in students.values():
         student.eval()  # no dropout: equal weights must give equal losses

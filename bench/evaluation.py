@@ -17,8 +17,6 @@ from bench.tasks import load_task
 from compress.errors import UserError
 from compress.run_dir import RunDir, atomic_write_text
 
-EVAL_FILE = "eval.json"
-
 
 def open_encoder(path: Path, device: str = "cpu", name: str | None = None):
     """An ONNX folder (``model.onnx``) → OrtEncoder; a Hugging Face folder or id → TorchEncoder."""
@@ -32,11 +30,10 @@ def open_encoder(path: Path, device: str = "cpu", name: str | None = None):
 def resolve_model(target: Path) -> tuple[Path, str | None]:
     """(model folder, the run's teacher or None) for a run folder or a plain model folder."""
     run = RunDir(target)
-    distill = run.stage("distill")
-    if distill:
-        if not (target / "student").is_dir():
+    if run.stage("distill"):
+        if not run.student_dir.is_dir():
             raise UserError(f"{target} has no student/: its distillation has not finished (`compress distill --resume`)")
-        return target / "student", distill["config"]["teacher"]
+        return run.student_dir, run.teacher()
     return target, None  # a model folder or a Hugging Face id
 
 
@@ -47,7 +44,7 @@ def evaluate_model(target: Path, tasks: list[str], *, reference: str | None = No
         raise UserError("no task given: pass --task (see configs/tasks/)")
     specs = [load_task(t) for t in tasks]
     model_dir, teacher = resolve_model(target)
-    cache_file = target / EVAL_FILE if teacher and cache else None
+    cache_file = RunDir(target).eval_path if teacher and cache else None
     names = [t.name for t in specs]
     if cache_file and cache_file.exists():
         saved = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -82,8 +79,8 @@ def relation_kl_to_teacher(student_dir: Path, teacher: str, texts: list[str], *,
     from transformers import AutoModel, AutoTokenizer
 
     from compress.architectures import arch_spec, layer_list
+    from compress.distill_step import RelationDistillation
     from compress.qkv_capture import forward_to_qkv
-    from compress.relation_loss import relation_kd_loss
     from compress.teacher import load_teacher
     from compress.vocab_trim import load_kept_ids
 
@@ -95,16 +92,15 @@ def relation_kl_to_teacher(student_dir: Path, teacher: str, texts: list[str], *,
     to_teacher = torch.tensor(kept, device=device) if kept else None
     last = len(layer_list(student, spec)) - 1
     teacher_model.model.to(device).eval()
+    distillation = RelationDistillation(teacher_model.model, teacher_model.spec, teacher_layer - 1, relation_heads,
+                                        to_teacher=to_teacher)
     totals, count = {}, 0
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
                             return_tensors="pt").to(device)
             ids, mask = enc["input_ids"], enc["attention_mask"]
-            t_qkv = forward_to_qkv(teacher_model.model, teacher_model.spec, teacher_layer - 1,
-                                   ids if to_teacher is None else to_teacher[ids], mask)
-            s_qkv = forward_to_qkv(student, spec, last, ids, mask)
-            loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, relation_heads)
+            loss, parts = distillation.loss(lambda i, m: forward_to_qkv(student, spec, last, i, m), ids, mask)
             n = len(ids)
             for key, value in {"relation_kl": loss, **{f"relation_kl_{k}": v for k, v in parts.items()}}.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * n

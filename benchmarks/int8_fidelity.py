@@ -7,7 +7,7 @@ nearest-neighbour agreement — the figures a search index would notice. A last 
 bfloat16: how much agreement a near-lossless format (mean cosine ≈ 0.9999) keeps on the same sentences, i.e.
 how fragile the sentences' nearest neighbours are.
 
-    python bench/int8_fidelity.py "$(compress assets path minilm)" --corpus "$(compress assets path chatterbot-en)"
+    python benchmarks/int8_fidelity.py "$(compress assets path minilm)" --corpus "$(compress assets path chatterbot-en)"
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from bench.tasks import TaskSpec, load_task
 from compress import distill
 from compress.config import DistillConfig
 from compress.errors import UserError
-from compress.evaluation import evaluate_model
+from bench.evaluation import evaluate_model
 from compress.run_dir import RunDir, atomic_write_bytes, atomic_write_text
 from compress.teacher import load_teacher_config
 from compress.train_loop import CHECKPOINT

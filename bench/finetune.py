@@ -25,26 +25,26 @@ from bench.torch_encoder import TorchEncoder
 from compress.config import FinetuneConfig, TrainConfig, to_plain
 from compress.distributed import DistContext, resolve_device, seed_everything
 from compress.errors import UserError, first_line
-from compress.run_dir import RunDir, atomic_directory, atomic_write_text, library_versions, now
+from compress.run_dir import FINETUNE, RunDir, atomic_directory, atomic_write_text, library_versions, now
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
 
 log = logging.getLogger(__name__)
-STAGE = "finetune"
+STAGE = FINETUNE
 
 
 def source_model(cfg: FinetuneConfig, run_dir: RunDir) -> tuple[str, str]:
     """(model folder or id to start from, output name) for ``--model student|teacher|PATH``."""
     task_name = Path(cfg.task).stem
     if cfg.model == "student":
-        folder = run_dir.path / "student"
+        folder = run_dir.student_dir
         if not folder.is_dir():
             raise UserError(f"{run_dir.path} has no student/: run `compress distill --run-dir {run_dir.path} ...` first")
         return str(folder), cfg.name or task_name
     if cfg.model == "teacher":
-        distill = run_dir.stage("distill")
-        if not distill:
+        teacher = run_dir.teacher()
+        if not teacher:
             raise UserError(f"{run_dir.path} has no distillation record, so no teacher: pass --model PATH instead")
-        return distill["config"]["teacher"], cfg.name or f"{task_name}-teacher"
+        return teacher, cfg.name or f"{task_name}-teacher"
     if not Path(cfg.model).is_dir():
         raise UserError(f"--model {cfg.model} is neither student, teacher nor a model folder")
     return cfg.model, cfg.name or f"{task_name}-{Path(cfg.model).name}"
@@ -81,7 +81,8 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
     if task.kind != "classification":
         raise UserError(f"task '{task.name}' is a {task.kind} task: fine-tuning needs a classification task")
     source, name = source_model(cfg, run_dir)
-    out, work = run_dir.path / STAGE / name, run_dir.path / STAGE / f".{name}.work"
+    out = run_dir.finetune_dir(name)
+    work = out.with_name(f".{name}.work")
     if not resume and (out.exists() or (work / CHECKPOINT).exists()):
         raise UserError(f"{out} already exists (or is in progress): pass --resume to continue it, or --name to make another")
     if resume and not (work / CHECKPOINT).exists():
