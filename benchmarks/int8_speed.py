@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -40,7 +41,8 @@ def build_model(folder: Path, layers: int, hidden: int, vocab_file: Path) -> Pat
     config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 32,
                         intermediate_size=4 * hidden)
     BertModel(config).save_pretrained(folder)
-    BertTokenizerFast(vocab_file=str(vocab_file)).save_pretrained(folder)
+    shutil.copy(vocab_file, folder / "vocab.txt")  # transformers 4 and 5 both build the tokenizer from it
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)
     return folder
 
 

@@ -220,7 +220,9 @@ def _bert_base_layout(folder: Path) -> Path:
     vocab = ["[PAD]"] + pieces[:99] + BERT_SPECIALS[1:] + pieces[99:]
     folder.mkdir()
     (folder / "vocab.txt").write_text("".join(f"{p}\n" for p in vocab), encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # From the folder's vocab.txt alone: transformers 4 and 5 both build the fast tokenizer from it (the
+    # constructor's vocab_file argument is ignored by transformers 5).
+    tokenizer = BertTokenizerFast.from_pretrained(folder, do_lower_case=True)
     tokenizer.add_tokens(["<ent>"], special_tokens=True)  # an added token beyond the model vocabulary
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
