@@ -90,7 +90,9 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast or fp32; auto: bf16 on CUDA (and for distillation also on CPUs with "
+        "native bf16, AVX-512 BF16 or AMX), fp32 otherwise")
     compile: bool = False
     loader_workers: Union[int, Literal["auto"]] = Field(
         "auto", description="DataLoader processes per rank (auto: 2 on CUDA, 0 on CPU)")

@@ -47,6 +47,29 @@ def test_distill_each_family_loss_falls_and_student_loads(tiny_teacher_dir, corp
     assert (run_dir / "config.yaml").exists()
 
 
+def test_precision_auto_is_bf16_on_cpus_with_native_bf16(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    """train.precision=auto distils in bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX (measured equal to fp32 at
+    equal steps, docs/benchmarks.md), fp32 elsewhere; the choice is recorded, and it really changes the arithmetic."""
+    from compress.distill import cpu_has_native_bf16, resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16" and resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    expected = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    losses = {}
+    for precision in ("auto", "fp32"):
+        run_dir = tmp_path / precision
+        result = run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL,
+                          "--steps", "2", "train.log_every=1", f"train.precision={precision}"], capsys)
+        assert result.code == 0, result.stderr
+        stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["distill"]
+        assert stage["resolved"]["precision"] == (expected if precision == "auto" else "fp32")
+        losses[precision] = _metrics(run_dir)[0]["loss"]
+    if expected == "bf16":  # the same batch and weights: bf16 matmuls give a close, not an equal, loss
+        assert losses["auto"] != losses["fp32"] and losses["auto"] == pytest.approx(losses["fp32"], rel=0.05)
+    else:
+        assert losses["auto"] == losses["fp32"]
+
+
 def test_teacher_layer_and_init_from_teacher(tiny_bert_dir, corpus_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
     teacher = AutoModel.from_pretrained(tiny_bert_dir)

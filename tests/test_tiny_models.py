@@ -72,3 +72,39 @@ def test_per_test_copies_are_private(tiny_bert_dir, tiny_bert_dir_shared, corpus
     (tiny_bert_dir / "model.safetensors").write_bytes(b"corrupt")
     assert (tiny_bert_dir_shared / "model.safetensors").stat().st_size > 1000
     assert corpus_file.read_text(encoding="utf-8").splitlines() == SAMPLE_TEXT
+
+
+def test_the_spurious_mistral_regex_warning_is_dropped_and_its_advice_does_not_apply(tmp_path):
+    """transformers 4.57.3+ warns "incorrect regex pattern ... fix_mistral_regex=True" on loading any local folder it
+    saved whose tokenizer has more than 100k pieces (multilingual-e5's 250k XLM-R vocabulary; compress/__init__.py).
+    Its premise is false for such tokenizers (no regex pre-tokenizer to fix), and a process that imports compress
+    never shows it."""
+    import subprocess
+    import sys
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, XLMRobertaTokenizerFast
+
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581w{i}", -1.0 - i / 1e5) for i in range(100_050)] + [("<mask>", 0.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    folder = tmp_path / "e5-like"
+    XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                            unk_token="<unk>", pad_token="<pad>", mask_token="<mask>").save_pretrained(folder)
+    BertConfig(vocab_size=len(pieces)).save_pretrained(folder)
+    pre = json.loads((folder / "tokenizer.json").read_text())["pre_tokenizer"]
+    kinds = [p["type"] for p in pre.get("pretokenizers", [pre])]
+    assert "Split" not in kinds, kinds  # no regex pre-tokenizer (Metaspace): nothing the "fix" would correct
+    load = "from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained(sys.argv[1])\n"
+    shown = {}
+    for first in ("", "import compress\n"):
+        result = subprocess.run([sys.executable, "-c", "import sys\n" + first + load, str(folder)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        shown[bool(first)] = "fix_mistral_regex" in result.stderr
+    assert not shown[True]
+    import transformers
+
+    if transformers.__version__.startswith("4.57.") and int(transformers.__version__.split(".")[2]) >= 3:
+        assert shown[False]  # the versions with the faulty check do warn without the filter
