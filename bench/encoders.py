@@ -46,17 +46,19 @@ def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
 
 
 class OrtEncoder:
-    """An exported folder (``model.onnx`` + tokenizer + config.json) run by ONNX Runtime."""
+    """An exported folder (``model.onnx`` + tokenizer + config.json) run by ONNX Runtime, or by ``session`` when
+    given (anything with ``get_inputs``, ``get_outputs`` and ``run`` as ONNX Runtime has them: an OpenVINO IR
+    folder's :class:`export.openvino_export.OpenVINOSession`)."""
 
     def __init__(self, folder: Path | str, *, provider: str = "cpu", threads: int | None = None,
-                 max_length: int = 128, batch_size: int = 32, name: str | None = None):
+                 max_length: int = 128, batch_size: int = 32, name: str | None = None, session=None):
         from export.sessions import make_session
 
         folder = Path(folder)
         model = folder / "model.onnx"
-        if not model.is_file():
+        if session is None and not model.is_file():
             raise UserError(f"{folder} has no model.onnx: run `compress export` first")
-        self.session = make_session(model, provider, threads)
+        self.session = session or make_session(model, provider, threads)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.tokenizer = load_tokenizer(folder, max_length)

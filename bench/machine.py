@@ -19,8 +19,8 @@ from export.isa import cpu_features  # torch-free: platform + /proc/cpuinfo
 
 __all__ = ["machine_facts", "physical_cores", "gpus"]
 
-_LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "tokenizers", "matplotlib", "optimum",
-              "optimum-onnx", "torch", "transformers", "relation-compress")
+_LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "onnx", "openvino", "nncf", "numpy", "tokenizers", "matplotlib",
+              "optimum", "optimum-onnx", "torch", "transformers", "relation-compress")
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "vnni")
 
 

@@ -13,7 +13,7 @@ Schema (version 1)::
     {"schema_version": 1, "created": ISO-8601 time, "machine": {...bench.machine.machine_facts...},
      "settings": {"providers": [...], "batch_sizes": [...], "seq_lengths": [...], "threads": int | null,
                   "warmup": int, "min_time_s": float, ...},
-     "variants": [{"name", "run", "path", "format": "onnx"|"torch",
+     "variants": [{"name", "run", "path", "format": "onnx"|"openvino"|"torch",
                    "precision": "fp32"|"fp16"|"bf16"|"int8"|"int8-qat", "size_bytes", "parameters"}],
      "timings":  [{"variant", "provider", "batch", "seq_len", "threads", <TimingStats fields>,
                    "sequences_per_s", "tokens_per_s"}],
@@ -53,7 +53,7 @@ __all__ = ["SCHEMA_VERSION", "FORMATS", "PRECISIONS", "PROVIDER_NAMES", "NEAR_BE
            "make_results", "timing_row", "headline_metrics", "headline_scores", "reference_shapes", "write_report", "load_results"]
 
 SCHEMA_VERSION = 1
-FORMATS = ("onnx", "torch")
+FORMATS = ("onnx", "openvino", "torch")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-qat")
 PROVIDER_NAMES = ("cpu", "cuda", "tensorrt")
 NEAR_BEST = 0.01  # "ship" answer: the fastest variant within 1 % (relative) of the best score

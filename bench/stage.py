@@ -55,9 +55,11 @@ class Variant:
 
 
 def folder_size(path: Path, fmt: str) -> int:
-    """Bytes of the weights: model.onnx (+ external data) or the safetensors/bin files."""
+    """Bytes of the weights: model.onnx (+ external data), the OpenVINO IR (.xml + .bin) or the safetensors/bin files."""
     if fmt == "onnx":
         return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("model.onnx"))
+    if fmt == "openvino":
+        return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("openvino_model."))
     return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
 
 
@@ -75,14 +77,35 @@ def onnx_parameters(path: Path) -> int:
     return total
 
 
+def openvino_parameters(path: Path) -> int:
+    """Elements in the IR's constants (weights; an INT8 IR also counts its quantization ranges)."""
+    from export.openvino_export import IR_FILE, require_openvino
+
+    model = require_openvino().Core().read_model(str(path / IR_FILE))
+    total = 0
+    for op in model.get_ops():
+        if op.get_type_name() == "Constant":
+            count = 1
+            for d in op.get_output_shape(0):
+                count *= int(d)
+            total += count
+    return total
+
+
 def exported_variants(run_dir: Path, prefix: str) -> list[Variant]:
-    """The run's current ONNX variants (those listed in each model's parity.json)."""
+    """The run's current exported variants (those listed in each model's parity.json): ONNX folders, and OpenVINO
+    IR folders (``openvino-bf16`` runs ``openvino-fp32``'s IR compiled to bf16)."""
     found = []
     for model, root in RunDir(run_dir).exported_models():
-        for precision in json.loads((root / PARITY_FILE).read_text(encoding="utf-8"))["variants"]:
-            folder = root / precision
-            if (folder / "model.onnx").is_file():
-                found.append(Variant(f"{prefix}{model}-{precision}", str(run_dir), model, precision, "onnx", folder,
+        for name, record in json.loads((root / PARITY_FILE).read_text(encoding="utf-8"))["variants"].items():
+            folder = root / record.get("folder", name)
+            if record.get("runtime") == "openvino":
+                fmt, precision = "openvino", name.removeprefix("openvino-")
+                present = (folder / record["file"]).is_file()
+            else:
+                fmt, precision, present = "onnx", name, (folder / "model.onnx").is_file()
+            if present:
+                found.append(Variant(f"{prefix}{model}-{name}", str(run_dir), model, precision, fmt, folder,
                                      head_labels(folder / "config.json") is not None))
     return found
 
@@ -142,6 +165,31 @@ def time_onnx(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[dict
     return rows
 
 
+def time_openvino(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
+    """OpenVINO's CPU plugin, timed by the same harness on the same inputs as ONNX Runtime's CPU provider (the rows
+    carry provider ``cpu``, so both runtimes share one table, Pareto front and recommendation)."""
+    from export.openvino_export import OpenVINOSession
+
+    if "cpu" not in cfg.providers:
+        log.info("%s: OpenVINO variants run on the CPU; skipped (providers: %s)", variant.name, ", ".join(cfg.providers))
+        return []
+    session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32", cfg.threads)
+    tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
+    rows = []
+    for seq_len in cfg.seq_lengths:
+        for batch in cfg.batch_sizes:
+            feeds = make_feeds(tokenizer, texts, batch, seq_len, session.names)
+            request = session.request
+            request.infer(feeds)  # the first call with a new shape compiles for it; measure() warms up too
+            stats = measure(lambda: request.infer(feeds), warmup=cfg.warmup, min_time_s=cfg.min_time_s,
+                            min_runs=cfg.min_runs)
+            rows.append(timing_row(variant.name, "cpu", batch, seq_len, cfg.threads, stats,
+                                   providers_used=[f"OpenVINO CPU ({session.inference_precision})"]))
+            log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s", variant.name, "openvino", batch, seq_len,
+                     stats.p50_ms, rows[-1]["sequences_per_s"])
+    return rows
+
+
 def _scored_tasks(variant: Variant, tasks: list[TaskSpec]) -> list[TaskSpec]:
     """An encoder is scored on every task; a fine-tuned classifier on its own task only."""
     if not variant.classifier:
@@ -163,6 +211,11 @@ def _reference(variants: list[Variant], run: str) -> Variant | None:
 def open_variant(variant: Variant, provider: str, max_length: int):
     if variant.format == "onnx":
         return OrtEncoder(variant.path, provider=provider, max_length=max_length, name=variant.name)
+    if variant.format == "openvino":
+        from export.openvino_export import OpenVINOSession
+
+        session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32")
+        return OrtEncoder(variant.path, session=session, max_length=max_length, name=variant.name)
     import torch
 
     from bench.torch_encoder import TorchEncoder
@@ -232,7 +285,7 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
         if not found:
             raise UserError(f"{run_dir} has nothing to benchmark: run `compress export {run_dir} --int8` first (or pass --torch)")
         variants += found
-    too_long = [(v.name, _max_positions(v.path)) for v in variants if v.format == "onnx"
+    too_long = [(v.name, _max_positions(v.path)) for v in variants if v.format in ("onnx", "openvino")
                 and _max_positions(v.path) < max(cfg.seq_lengths)]
     if too_long:
         raise UserError(f"--seq-lengths {max(cfg.seq_lengths)} is longer than {too_long[0][0]} accepts "
@@ -245,11 +298,14 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
     for variant in variants:
         if variant.format == "onnx":
             timings += time_onnx(variant, cfg, texts)
+        elif variant.format == "openvino":
+            timings += time_openvino(variant, cfg, texts)
         else:
             from bench.torch_timing import time_torch
 
             timings += time_torch(variant, cfg, texts)
-    records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else _torch_parameters(v)) for v in variants]
+    records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else openvino_parameters(v.path)
+                        if v.format == "openvino" else _torch_parameters(v)) for v in variants]
     scores = score_variants(variants, tasks, cfg.providers[0]) if tasks else []
     settings = {**to_plain(cfg), "runs": [str(r) for r in run_dirs], "finished": now()}
     results = make_results(machine=machine_facts(cfg.threads), settings=settings, variants=records,

@@ -129,6 +129,8 @@ def prepare_data(
 def export(
     run_dir: Path = typer.Argument(..., help="run folder with a finished `compress distill`"),
     overrides: List[str] = typer.Argument(None, help="config overrides, e.g. min_int8_cosine=0.98 quantize_embeddings=true"),
+    runtime: Optional[str] = typer.Option(
+        None, help="onnxruntime (default), openvino, all, or a comma list: which runtimes' variants to write"),
     int8: bool = typer.Option(False, "--int8", help="also write an INT8 variant"),
     int8_method: Optional[str] = typer.Option(None, help="dynamic (default) or static (QDQ, calibrated on real text)"),
     calib_corpus: Optional[List[str]] = typer.Option(None, help="calibration / parity text (default: the distill corpora)"),
@@ -143,19 +145,23 @@ def export(
              "--teacher is the older spelling"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted QAT from its checkpoint"),
 ) -> None:
-    """ONNX export (FP32, optionally INT8) with parity checks against PyTorch."""
+    """ONNX export (FP32, optionally INT8) and OpenVINO IR (FP32, bf16, INT8), each checked against PyTorch."""
     from compress.config import ExportConfig
     from export import stage
     from export.parity import agreement_text
 
-    flags = {"int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
+    runtimes = None
+    if runtime:
+        runtimes = ["onnxruntime", "openvino"] if runtime.strip() == "all" else [r.strip() for r in runtime.split(",") if r.strip()]
+    flags = {"runtimes": runtimes, "int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
              "opset": opset, "force": force or None, "qat": qat or None, "qat_train.steps": qat_steps,
              "qat_reference": qat_reference}
     cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
     report = stage.run(cfg, RunDir(run_dir), resume=resume)
     root = RunDir(run_dir).export_dir(cfg.model)
     for name, v in report["variants"].items():
-        typer.echo(f"{name:>5}: {root / name / 'model.onnx'}  {v['size_bytes'] / 2**20:7.1f} MiB  "
+        where = root / v.get("folder", name) / v.get("file", "model.onnx")
+        typer.echo(f"{name:>13}: {where}  {v['size_bytes'] / 2**20:7.1f} MiB  "
                    f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement_text(v)}")
 
 

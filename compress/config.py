@@ -122,13 +122,17 @@ class ExportConfig(_Strict):
 
     model: str = Field("student", description="'student', 'teacher', or the name of a fine-tuned model under finetune/")
     opset: int = Field(18, ge=14, le=22)
+    runtimes: list[Literal["onnxruntime", "openvino"]] = Field(
+        default_factory=lambda: ["onnxruntime"], min_length=1,
+        description="runtimes to export for: onnxruntime (fp32, int8 with --int8, int8-qat with --qat) and/or openvino "
+        "(openvino-fp32, openvino-bf16 where the CPU has bf16, openvino-int8 with --int8); the FP32 ONNX is always written")
     int8: bool = False
     int8_method: Literal["dynamic", "static"] = "dynamic"
     calib_corpus: list[str] = Field(default_factory=list, description="text for static calibration (default: the distill corpora)")
     calib_samples: int = Field(256, ge=1)
     parity_samples: int = Field(64, ge=1, description="held-out lines compared against PyTorch")
     fp32_tolerance: float = Field(1e-4, gt=0, description="max abs difference of FP32 ONNX vs PyTorch")
-    min_int8_cosine: float = Field(0.99, ge=0, le=1, description="refuse an INT8 variant below this mean cosine")
+    min_int8_cosine: float = Field(0.99, ge=0, le=1, description="refuse an INT8 (or bf16) variant below this mean cosine")
     quantize_embeddings: bool | Literal["auto"] = Field(
         "auto", description="also store the embedding tables in INT8; auto: when they hold at least 75% of the "
         "model's parameters (export.stage.EMBEDDING_SHARE_FOR_INT8), as in a large-vocabulary multilingual student")

@@ -8,7 +8,8 @@ The layout, in one place (every stage asks :class:`RunDir` for a path instead of
     RUN/distill/            checkpoint.pt, metrics.jsonl (and a trimmed student's tokenizer, kept_ids.json)
     RUN/student/            the distilled student (Hugging Face folder + provenance.json)
     RUN/finetune/NAME/      fine-tuned classifiers
-    RUN/export/VARIANT/     the student's ONNX variants (fp32, int8, int8-qat) + export/parity.json
+    RUN/export/VARIANT/     the student's variants (ONNX: fp32, int8, int8-qat; OpenVINO IR: openvino-fp32,
+                            openvino-int8; openvino-bf16 compiles openvino-fp32) + export/parity.json
     RUN/export/NAME/VARIANT a fine-tuned model's variants; export/qat/ the QAT work folder
     RUN/eval.json           cached `compress evaluate` scores;  RUN/bench/  results of `compress bench`
 
@@ -47,7 +48,7 @@ PARITY_FILE = "parity.json"
 PROVENANCE_FILE = "provenance.json"
 # The ONNX variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and the
 # folder of QAT's checkpoints beside them.
-EXPORT_VARIANTS = ("fp32", "int8", "int8-qat")
+EXPORT_VARIANTS = ("fp32", "int8", "int8-qat", "openvino-fp32", "openvino-int8")
 QAT_WORK = "qat"
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
               "onnxruntime-gpu", "relation-compress")

@@ -150,6 +150,10 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
     """
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    if "openvino" in cfg.runtimes:  # refused before anything is built when the extra is missing
+        from export.openvino_export import require_openvino
+
+        require_openvino(with_nncf=cfg.int8)
     try:
         if task is None:
             labelled = getattr(AutoConfig.from_pretrained(model_dir), "architectures", None) or []
@@ -179,15 +183,18 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
                             "kept); try another --opset")
         report["variants"]["fp32"] = {**fp32.as_dict(), "size_bytes": _size(fp32_dir), "tolerance": cfg.fp32_tolerance}
         log.info("fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
-        if cfg.int8:
+        if cfg.int8 and "onnxruntime" in cfg.runtimes:
             report["variants"]["int8"] = _int8(cfg, fp32_dir, staging / "int8", model, tokenizer, calib_texts, batches, features)
+        if "openvino" in cfg.runtimes:
+            report["variants"] |= _openvino_variants(cfg, fp32_dir, staging, model, tokenizer, calib_texts, batches)
         if qat is not None:
             report["variants"]["int8-qat"] = qat(cfg, staging, model, tokenizer, lines, parity_texts, batches, features)
         atomic_write_text(staging / PARITY_FILE, json.dumps(report, indent=2) + "\n")
         source = read_provenance(model_dir)
         for name, record in report["variants"].items():
-            write_provenance(staging / name, stage="export", variant=name, source_model=str(model_dir),
-                             source=source, parity=record, export_config=to_plain(cfg))
+            if (staging / name).is_dir():  # openvino-bf16 is a compile setting of openvino-fp32, not a folder
+                write_provenance(staging / name, stage="export", variant=name, source_model=str(model_dir),
+                                 source=source, parity=record, export_config=to_plain(cfg))
         _publish(staging, out, report)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -334,6 +341,52 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
             "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
             "ort_vs_fake_quant_relative": round(relative, 4),
             "op_counts": dict(sorted(op_counts(out / "int8-qat" / "model.onnx").items()))}
+
+
+def _openvino_variants(cfg, fp32_dir: Path, out: Path, model, tokenizer, calib_texts, batches) -> dict[str, Any]:
+    """openvino-fp32 (the FP32 graph as IR), openvino-bf16 (the same IR compiled to bf16, where the CPU has it) and,
+    with ``cfg.int8``, openvino-int8 (NNCF static INT8 calibrated on ``calib_texts``), each checked against
+    PyTorch by the same gates as the ONNX Runtime variants (:mod:`export.openvino_export`)."""
+    from export.openvino_export import IR_FILE, OpenVINOSession, convert_to_ir, cpu_has_bf16, quantize_int8
+
+    def size(folder: Path) -> int:
+        return sum((folder / IR_FILE).with_suffix(s).stat().st_size for s in (".xml", ".bin"))
+
+    def record(result: ParityReport, session: OpenVINOSession, folder: str, **extra) -> dict[str, Any]:
+        return {**result.as_dict(), "runtime": "openvino", "folder": folder, "file": IR_FILE,
+                "size_bytes": size(out / folder), "inference_precision": session.inference_precision, **extra}
+
+    variants: dict[str, Any] = {}
+    ir = convert_to_ir(fp32_dir, out / "openvino-fp32")
+    session = OpenVINOSession(ir, "fp32")
+    fp32 = compare(model, session, batches)
+    if fp32.max_abs_diff > cfg.fp32_tolerance:
+        raise UserError(f"OpenVINO FP32 differs from PyTorch by {fp32.max_abs_diff:.2e} (tolerance "
+                        f"{cfg.fp32_tolerance:.0e}): the conversion is wrong (the previous export, if any, is kept); "
+                        "export with --runtime onnxruntime")
+    variants["openvino-fp32"] = record(fp32, session, "openvino-fp32", tolerance=cfg.fp32_tolerance)
+    log.info("openvino-fp32: max abs diff %.2e, mean cosine %.6f", fp32.max_abs_diff, fp32.mean_cosine)
+    if cpu_has_bf16():
+        session = OpenVINOSession(ir, "bf16")
+        bf16 = compare(model, session, batches)
+        if bf16.mean_cosine < cfg.min_int8_cosine and not cfg.force:
+            raise UserError(f"OpenVINO bf16 keeps only {bf16.mean_cosine:.4f} mean cosine to PyTorch, under "
+                            f"export.min_int8_cosine={cfg.min_int8_cosine}: not written; --force to keep it")
+        variants["openvino-bf16"] = record(bf16, session, "openvino-fp32")
+        log.info("openvino-bf16: mean cosine %.6f, %s", bf16.mean_cosine, bf16.agreement())
+    else:
+        log.info("this CPU has no bf16 (AVX-512 BF16 or AMX): no openvino-bf16 variant")
+    if cfg.int8:
+        tmp = out / ".openvino-int8.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        quantize_int8(ir, tmp, encode(tokenizer, calib_texts))
+        session = OpenVINOSession(tmp, "fp32")
+        int8 = compare(model, session, batches)
+        _accept(tmp, out / "openvino-int8", int8, cfg, "OpenVINO, NNCF static", hint="try --runtime onnxruntime")
+        variants["openvino-int8"] = record(int8, session, "openvino-int8", method="nncf-static",
+                                           calibration_lines=len(calib_texts))
+        log.info("openvino-int8: mean cosine %.5f, worst %.5f, %s", int8.mean_cosine, int8.min_cosine, int8.agreement())
+    return variants
 
 
 def _int8(cfg, fp32_dir: Path, int8_dir: Path, model, tokenizer, calib_texts, batches, features) -> dict[str, Any]:
