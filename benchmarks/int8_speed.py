@@ -1,7 +1,7 @@
-"""INT8 against FP32 on ONNX Runtime (CPU), and this project's export against optimum's own path.
+"""INT8 and bf16 against FP32 on ONNX Runtime and OpenVINO (CPU), and this project's export against optimum's.
 
 For each model shape (random BERT weights: speed does not depend on their values), it builds:
-  fp32             our FP32 export (optimum's exporter, checked against PyTorch; the portable graph)
+  fp32             our FP32 export (torch.onnx.export, checked against PyTorch; the portable graph)
   fp32-fused       + our CPU fusion (export.fusion: Attention only)
   int8             `compress export --int8`: ORT dynamic INT8 (per-channel signed weights) of fp32-fused
   int8-unfused     the same quantization of the unfused graph (`fuse=false`)
@@ -10,6 +10,10 @@ For each model shape (random BERT weights: speed does not depend on their values
   optimum-fp32     `optimum-cli export onnx` + ORTOptimizer O2
   optimum-int8     ORTQuantizer with AutoQuantizationConfig.avx512_vnni (dynamic) on the plain export
                    (on the O2 graph it fails with ORT 1.31)
+  openvino-fp32    `compress export --runtime openvino`: the FP32 graph as OpenVINO IR, compiled to f32
+  openvino-bf16    the same IR compiled to bf16 (CPUs with AVX-512 BF16 / AMX)
+  openvino-int8    `--runtime openvino --int8`: NNCF static INT8 (transformer preset) calibrated on the text
+(the openvino variants need the openvino extra; --no-openvino leaves them out)
 Our variants run with export.fusion's CPU session options (SkipLayerNorm fusion off, as `compress bench` runs
 them); optimum's and int8-ort-fused with ONNX Runtime's defaults, as their users would. Every variant is timed
 in alternating rounds (noise hits all alike) at each batch size × length, with a fixed thread count. Prints
@@ -53,7 +57,8 @@ def sentences(vocab_file: Path, n: int = 400, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, int(rng.integers(8, 40)))) for _ in range(n)]
 
 
-def ours(model_dir: Path, work: Path, hidden: int, lines: list[str]) -> tuple[dict[str, Path], dict]:
+def ours(model_dir: Path, work: Path, hidden: int, lines: list[str],
+         openvino: bool = False) -> tuple[dict[str, Path], dict]:
     """What `compress export --int8` makes of a model folder, through its own code (export.stage.export_model:
     fp32, and int8 from the attention-fused graph with reduce_range and quantize_embeddings resolved as the
     export resolves them), plus fp32-fused, the graph INT8 is made from. Returns (paths, the int8 record)."""
@@ -61,21 +66,26 @@ def ours(model_dir: Path, work: Path, hidden: int, lines: list[str]) -> tuple[di
     from export.fusion import fuse_for_cpu
     from export.stage import export_model
 
-    report, _ = export_model(model_dir, work / "export", ExportConfig(int8=True), lines)
+    runtimes = ["onnxruntime", "openvino"] if openvino else ["onnxruntime"]
+    report, _ = export_model(model_dir, work / "export", ExportConfig(int8=True, runtimes=runtimes), lines)
     fp32 = work / "export" / "fp32" / "model.onnx"
     fuse_for_cpu(fp32, work / "fp32-fused.onnx", model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
     paths = {"fp32": fp32, "fp32-fused": work / "fp32-fused.onnx", "int8": work / "export" / "int8" / "model.onnx"}
+    for name, record in report["variants"].items():
+        if record.get("runtime") == "openvino":  # a folder plus the precision it is compiled to
+            paths[name] = work / "export" / record["folder"]
     return paths, report["variants"]["int8"]
 
 
-def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict], lines: list[str]) -> dict[str, Path]:
+def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict], lines: list[str],
+             openvino: bool = False) -> dict[str, Path]:
     from onnxruntime.transformers.optimizer import optimize_model
     from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
     from export.quantize import quantize_dynamic_int8, quantize_static_int8
 
-    out, shipped = ours(model_dir, work, hidden, lines)
+    out, shipped = ours(model_dir, work, hidden, lines, openvino)
     fp32 = out["fp32"]
     # The alternatives use the settings the export chose for this CPU and model, so only the graph differs.
     same = {"reduce_range": shipped["reduce_range"], "quantize_embeddings": shipped["quantized_embeddings"]}
@@ -103,12 +113,24 @@ ORT_DEFAULTS = {"int8-ort-fused", "optimum-fp32", "optimum-int8"}  # run as thei
 
 
 def session(model: Path | bytes, threads: int, ours: bool = True) -> ort.InferenceSession:
-    """A CPU session on ``model`` (a file or serialized ONNX) with ``threads`` intra-op threads."""
+    """A CPU session on ``model`` with ``threads`` intra-op threads: the product's (export.sessions.make_session) for
+    our variants; ONNX Runtime's defaults for optimum's, as their users run them, and for serialized graphs (bytes,
+    the ceiling's part graphs)."""
     from export.fusion import cpu_session_options
+    from export.sessions import make_session
 
+    if ours and not isinstance(model, bytes):
+        return make_session(model, "cpu", threads)
     opts = cpu_session_options() if ours else ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def openvino_session(folder: Path, name: str, threads: int):
+    """The product's OpenVINO session (export.openvino_export) at the variant's compile precision."""
+    from export.openvino_export import OpenVINOSession
+
+    return OpenVINOSession(folder, "bf16" if name == "openvino-bf16" else "fp32", threads)
 
 
 def time_rounds(calls: dict[str, Callable[[], object]], rounds: int, min_time: float, *,
@@ -150,6 +172,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per variant per round")
+    ap.add_argument("--no-openvino", action="store_true", help="leave out the OpenVINO variants")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -167,13 +190,15 @@ def main() -> None:
             for _ in range(8):
                 ids = rng.integers(1000, 30000, size=(8, args.seq_len))
                 calib.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
-            paths = variants(model_dir, work, layers, hidden, calib, sentences(vocab))
-            sessions = {name: session(p, args.threads, ours=name not in ORT_DEFAULTS) for name, p in paths.items()}
+            paths = variants(model_dir, work, layers, hidden, calib, sentences(vocab), openvino=not args.no_openvino)
+            sessions = {name: openvino_session(p, name, args.threads) if name.startswith("openvino-")
+                        else session(p, args.threads, ours=name not in ORT_DEFAULTS) for name, p in paths.items()}
             shape_result = {}
             for bs in map(int, args.batch_sizes.split(",")):
                 ids = rng.integers(1000, 30000, size=(bs, args.seq_len)).astype(np.int64)
                 batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-                calls = {name: (lambda s=sess, f=feeds(sess, batch): s.run(None, f)) for name, sess in sessions.items()}
+                calls = {name: (lambda s=sess, f=feeds(sess, batch): s.request.infer(f)) if name.startswith("openvino-")
+                         else (lambda s=sess, f=feeds(sess, batch): s.run(None, f)) for name, sess in sessions.items()}
                 times = time_rounds(calls, args.rounds, args.min_time)
                 med = {name: statistics.median(v) * 1000 for name, v in times.items()}
 
@@ -189,7 +214,12 @@ def main() -> None:
                       f"vs int8-unfused: {ratio('int8-unfused', 'int8'):.2f}×; "
                       f"vs optimum-int8: {ratio('optimum-int8', 'int8'):.2f}×; "
                       f"ours fp32-fused vs optimum-fp32: {ratio('optimum-fp32', 'fp32-fused'):.2f}×")
-            shape_result["size_mib"] = {name: p.stat().st_size / 2**20 for name, p in paths.items()}
+                if "openvino-int8" in times:
+                    print(f"  openvino-int8 vs ours int8: {ratio('int8', 'openvino-int8'):.2f}×; openvino-fp32 vs fp32: "
+                          f"{ratio('fp32', 'openvino-fp32'):.2f}×" + (f"; openvino-bf16 vs fp32: {ratio('fp32', 'openvino-bf16'):.2f}×"
+                                                                      if "openvino-bf16" in times else ""))
+            shape_result["size_mib"] = {name: (sum(f.stat().st_size for f in p.glob("openvino_model.*")) if p.is_dir()
+                                               else p.stat().st_size) / 2**20 for name, p in paths.items()}
             results["shapes"][shape] = shape_result
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

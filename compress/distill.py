@@ -28,6 +28,7 @@ from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.run_dir import (
     RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of, write_provenance,
 )
+from compress.sentence_modules import teacher_pooling, write_sentence_modules
 from compress.student import build_student, init_from_teacher_layers, student_config
 from compress.teacher import (
     count_parameters, load_teacher, load_teacher_config, load_tokenizer, max_sequence_length, resolve_relation_heads,
@@ -376,6 +377,9 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
         with atomic_directory(student_dir) as tmp:
             student.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            pooling = teacher_pooling(cfg.teacher)  # SentenceTransformer(student/) loads it with the teacher's pooling
+            write_sentence_modules(tmp, hidden=cfg.student.hidden, pooling=pooling,
+                                   max_seq_length=pooling["max_seq_length"] or longest or cfg.data.max_length)
             write_provenance(tmp, stage=STAGE, teacher=str(cfg.teacher), teacher_fingerprint=inputs["teacher"],
                              teacher_layer=teacher_layer, relation_heads=relation_heads, steps=last.get("step", 0),
                              final_loss=last.get("loss"), corpora=[{k: c[k] for k in ("path", "fingerprint", "sequences", "tokens")}

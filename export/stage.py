@@ -19,6 +19,7 @@ from compress.run_dir import (
     DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, STUDENT, RunDir, atomic_write_text, library_versions, now,
     read_provenance, sha256_of, write_provenance,
 )
+from compress.sentence_modules import copy_sentence_modules
 from export.fusion import fuse_for_cpu
 from export.isa import cpu_features, needs_reduced_range
 from export.onnx_export import TASKS, export_fp32
@@ -127,7 +128,12 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
         if run_dir.stage(stage):
             run_dir.update_stage(stage, last_failure={"at": now(), "error": first_line(err), "config": to_plain(cfg)})
         raise
-    outputs = {name: str(out / name) for name in report["variants"]} | {"parity": str(out / PARITY_FILE)}
+    outputs = {name: str(out / report["variants"][name].get("folder", name)) for name in report["variants"]}
+    outputs["parity"] = str(out / PARITY_FILE)
+    if cfg.model == STUDENT:  # one folder sentence-transformers loads with every variant under its file names
+        from export.deploy import build_deploy_folder
+
+        outputs["deploy"] = str(build_deploy_folder(run_dir, report))
     run_dir.update_stage(stage, status="complete", finished=now(), config=to_plain(cfg), versions=library_versions(),
                          inputs={"model": str(model_dir), "sha256": _weights_sha256(model_dir)}, outputs=outputs,
                          last_failure=None,
@@ -193,6 +199,7 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
         source = read_provenance(model_dir)
         for name, record in report["variants"].items():
             if (staging / name).is_dir():  # openvino-bf16 is a compile setting of openvino-fp32, not a folder
+                copy_sentence_modules(model_dir, staging / name)
                 write_provenance(staging / name, stage="export", variant=name, source_model=str(model_dir),
                                  source=source, parity=record, export_config=to_plain(cfg))
         _publish(staging, out, report)

@@ -49,7 +49,7 @@ def test_fp32_and_dynamic_int8(distilled, capsys):
     assert not list((distilled / "export").glob(".*")), "temporary files left in export/"
     assert int8["size_bytes"] < variants["fp32"]["size_bytes"]
     stage = json.loads((distilled / "manifest.json").read_text())["stages"]["export"]
-    assert stage["status"] == "complete" and set(stage["outputs"]) == {"fp32", "int8", "parity"}
+    assert stage["status"] == "complete" and set(stage["outputs"]) == {"fp32", "int8", "parity", "deploy"}
     # Each folder says what it is when copied out of the run: its variant, its parity, and the student's facts.
     student = json.loads((distilled / "student" / "provenance.json").read_text())
     for name in ("fp32", "int8"):
