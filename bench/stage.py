@@ -59,7 +59,9 @@ def folder_size(path: Path, fmt: str) -> int:
     if fmt == "onnx":
         return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("model.onnx"))
     if fmt == "openvino":
-        return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("openvino_model."))
+        from export.openvino_export import ir_size
+
+        return ir_size(path)
     return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
 
 
@@ -114,8 +116,9 @@ def torch_variants(run_dir: Path, prefix: str, providers: list[str]) -> list[Var
     """The run's teacher and student as PyTorch models (fp32; bf16 too where CUDA is benchmarked)."""
     run = RunDir(run_dir)
     folders = {"student": run.student_dir}
-    if run.teacher():
-        folders["teacher"] = Path(run.teacher())
+    teacher = run.teacher()
+    if teacher:
+        folders["teacher"] = Path(teacher)
     precisions = ["fp32"] + (["bf16"] if "cuda" in providers else [])
     return [Variant(f"{prefix}{model}-torch-{precision}", str(run_dir), model, precision, "torch", folder, False)
             for model, folder in folders.items() if folder.is_dir() for precision in precisions]

@@ -206,7 +206,7 @@ def check_same_inputs(run_dir: RunDir, teacher: dict[str, Any], corpora: list[di
 
 def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
     """Refuse to overwrite an existing distillation, or to resume one that does not exist."""
-    has_checkpoint = (run_dir.path / STAGE / CHECKPOINT).exists()
+    has_checkpoint = (run_dir.distill_dir / CHECKPOINT).exists()
     if resume and not has_checkpoint:
         raise UserError(f"nothing to resume in {run_dir.path} (no {STAGE}/{CHECKPOINT}): run without --resume")
     if not resume and (has_checkpoint or run_dir.student_dir.exists()):
@@ -271,7 +271,7 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
     if cfg.student.trim_vocab:
         counts = piece_counts(corpora, t_spec)
         tokenizer, kept_ids = trimmed_vocabulary(teacher.tokenizer, teacher.config, counts, cfg,
-                                                 run_dir.path / STAGE / "tokenizer")
+                                                 run_dir.distill_dir / "tokenizer")
         trim_embeddings(student, kept_ids)
         if set(counts) <= set(kept_ids):  # every piece the text uses is kept: the same segmentation, renumbered
             id_map = np.zeros(t_spec.vocab_size, dtype=np.int64)
@@ -355,7 +355,7 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
     t0 = time.perf_counter()
     try:
         train_cfg = cfg.train.model_copy(update={"precision": precision})
-        last = train(student, compute_loss, train_cfg, run_dir.path / STAGE, ctx, batches=loader,
+        last = train(student, compute_loss, train_cfg, run_dir.distill_dir, ctx, batches=loader,
                      no_sync=getattr(forward, "no_sync", None), resume=resume, description="distill")
     except TrainingInterrupted as stop:
         if ctx.is_main:
@@ -389,7 +389,7 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
                 record = {"kept_ids": kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
                           "keep_top": cfg.student.trim_keep_top}
                 (tmp / TRIMMED_VOCAB).write_text(json.dumps(record) + "\n", encoding="utf-8")
-        outputs = {"student": str(student_dir), "metrics": str(run_dir.path / STAGE / "metrics.jsonl")}
+        outputs = {"student": str(student_dir), "metrics": str(run_dir.distill_dir / "metrics.jsonl")}
         run_dir.update_stage(
             STAGE, status="complete", finished=now(), outputs=outputs,
             metrics={**last, "wall_s": round(wall, 1), "student_params": count_parameters(student),

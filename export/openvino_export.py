@@ -49,6 +49,11 @@ def cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def ir_size(folder: Path) -> int:
+    """Bytes of a folder's IR (``openvino_model.xml`` + ``.bin``)."""
+    return sum((Path(folder) / IR_FILE).with_suffix(suffix).stat().st_size for suffix in (".xml", ".bin"))
+
+
 def _copy_side_files(src_dir: Path, dst_dir: Path) -> None:
     """config.json and the tokenizer files, so the folder loads as a model (the ONNX graph itself stays behind)."""
     for path in src_dir.iterdir():

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-
 from compress.config import ExportConfig, to_plain
 from compress.corpus import expand_pattern, sample_lines
 from compress.prepare_data import text_sources
@@ -354,14 +353,11 @@ def _openvino_variants(cfg, fp32_dir: Path, out: Path, model, tokenizer, calib_t
     """openvino-fp32 (the FP32 graph as IR), openvino-bf16 (the same IR compiled to bf16, where the CPU has it) and,
     with ``cfg.int8``, openvino-int8 (NNCF static INT8 calibrated on ``calib_texts``), each checked against
     PyTorch by the same gates as the ONNX Runtime variants (:mod:`export.openvino_export`)."""
-    from export.openvino_export import IR_FILE, OpenVINOSession, convert_to_ir, cpu_has_bf16, quantize_int8
-
-    def size(folder: Path) -> int:
-        return sum((folder / IR_FILE).with_suffix(s).stat().st_size for s in (".xml", ".bin"))
+    from export.openvino_export import IR_FILE, OpenVINOSession, convert_to_ir, cpu_has_bf16, ir_size, quantize_int8
 
     def record(result: ParityReport, session: OpenVINOSession, folder: str, **extra) -> dict[str, Any]:
         return {**result.as_dict(), "runtime": "openvino", "folder": folder, "file": IR_FILE,
-                "size_bytes": size(out / folder), "inference_precision": session.inference_precision, **extra}
+                "size_bytes": ir_size(out / folder), "inference_precision": session.inference_precision, **extra}
 
     variants: dict[str, Any] = {}
     ir = convert_to_ir(fp32_dir, out / "openvino-fp32")

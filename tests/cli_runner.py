@@ -8,6 +8,11 @@ import sys
 from dataclasses import dataclass
 
 
+# A 2-step distillation into a 2×32 student: the finished run that export, bench and deploy tests start from.
+TINY_DISTILL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "4", "--max-length", "32",
+                "--steps", "2"]
+
+
 @dataclass
 class Result:
     code: int

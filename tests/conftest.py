@@ -102,3 +102,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def distilled(tiny_teacher_dir, corpus_file, tmp_path, capsys):
+    """A run folder holding a finished (2-step) distillation of a tiny teacher (each family)."""
+    from tests.cli_runner import TINY_DISTILL, run_cli
+
+    run_dir = tmp_path / "run"
+    result = run_cli(["distill", "--teacher", tiny_teacher_dir, "--corpus", corpus_file, "--run-dir", run_dir,
+                      *TINY_DISTILL], capsys)
+    assert result.code == 0, result.stderr
+    return run_dir

@@ -10,18 +10,8 @@ from transformers import AutoTokenizer
 
 from compress.architectures import ARCHITECTURES
 from export.fusion import cpu_session_options
+from tests.cli_runner import TINY_DISTILL as SMALL
 from tests.cli_runner import run_cli
-
-SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "4", "--max-length", "32", "--steps", "2"]
-
-
-@pytest.fixture
-def distilled(tiny_teacher_dir, corpus_file, tmp_path, capsys):
-    """A run folder holding a finished (2-step) distillation of a tiny teacher."""
-    run_dir = tmp_path / "run"
-    result = run_cli(["distill", "--teacher", tiny_teacher_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys)
-    assert result.code == 0, result.stderr
-    return run_dir
 
 
 def _parity(run_dir):

@@ -10,18 +10,10 @@ import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
+from tests.cli_runner import TINY_DISTILL as SMALL
 from tests.cli_runner import run_cli
 
 ov = pytest.importorskip("openvino")
-SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "4", "--max-length", "32", "--steps", "2"]
-
-
-@pytest.fixture
-def distilled(tiny_teacher_dir, corpus_file, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    result = run_cli(["distill", "--teacher", tiny_teacher_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys)
-    assert result.code == 0, result.stderr
-    return run_dir
 
 
 def _ops(xml) -> dict[str, int]:

@@ -13,10 +13,10 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from compress.pooling import mean_pool
+from tests.cli_runner import TINY_DISTILL as SMALL
 from tests.cli_runner import run_cli
 
 st = pytest.importorskip("sentence_transformers")
-SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "4", "--max-length", "32", "--steps", "2"]
 TEXTS = ["hello world", "a much longer sentence with several words in it", "short"]
 
 
