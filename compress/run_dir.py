@@ -51,7 +51,7 @@ PROVENANCE_FILE = "provenance.json"
 EXPORT_VARIANTS = ("fp32", "int8", "int8-qat", "openvino-fp32", "openvino-int8")
 QAT_WORK = "qat"
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
-              "onnxruntime-gpu", "relation-compress")
+              "onnxruntime-gpu", "openvino", "nncf", "sentence-transformers", "relation-compress")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -47,6 +47,7 @@ def test_openvino_variants_pass_the_parity_gates(distilled, capsys):
     folder = distilled / "export" / "openvino-fp32"
     assert {"openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json", "provenance.json"} <= {
         p.name for p in folder.iterdir()}
+    assert {"openvino", "nncf"} <= set(json.loads((folder / "provenance.json").read_text())["versions"])
     tokenizer = AutoTokenizer.from_pretrained(folder)
     enc = {k: v.astype(np.int64) for k, v in tokenizer(["a first text", "and a second, longer one"], padding=True,
                                                        return_tensors="np").items()}
