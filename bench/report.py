@@ -56,6 +56,7 @@ SCHEMA_VERSION = 1
 FORMATS = ("onnx", "openvino", "torch")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-qat")
 PROVIDER_NAMES = ("cpu", "cuda", "tensorrt")
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
 NEAR_BEST = 0.01  # "ship" answer: the fastest variant within 1 % (relative) of the best score
 PLOTS = {"latency_vs_accuracy": "latency_vs_accuracy.png", "per_language": "per_language.png",
          "throughput_vs_batch": "throughput_vs_batch.png"}
@@ -289,6 +290,7 @@ def _ship_section(results: Mapping[str, Any]) -> list[str]:
     shapes = reference_shapes(results)
     metrics = headline_metrics(results)
     headline = headline_scores(results)
+    runtime = {v["name"]: RUNTIME_NAMES.get(v["format"], v["format"]) for v in results["variants"]}
     if not shapes:
         return lines + ["No timings in these results: nothing to compare.", ""]
     lines += [f"Latency is the median (p50) of one call at the reference shape (smallest batch × longest input); "
@@ -315,7 +317,8 @@ def _ship_section(results: Mapping[str, Any]) -> list[str]:
             near = [r for r in rows if r["score"] >= best - NEAR_BEST * abs(best)]
             ship = min(near, key=lambda r: (r["p50"], -r["score"]))
             front = pareto_front([(r["p50"], r["score"]) for r in rows])
-            lines.append(f"- **{task}** ({metric}): ship **{ship['variant']}** ({metric} {_score(ship['score'])}, "
+            lines.append(f"- **{task}** ({metric}): ship **{ship['variant']}** on {runtime.get(ship['variant'], '?')} "
+                         f"({metric} {_score(ship['score'])}, "
                          f"p50 {_ms(ship['p50'])} ms; best {_score(best)}). Pareto front: "
                          + " → ".join(f"{rows[i]['variant']} ({_ms(rows[i]['p50'])} ms, {_score(rows[i]['score'])})"
                                       for i in front) + ".")

@@ -2,7 +2,8 @@
 
 Exports MODEL (any HF folder) to FP32 ONNX, quantizes it (ours: dynamic per-channel on the CPU-fused graph as
 `compress export --int8` does, the same on the unfused graph, and static QDQ; optimum's ORTQuantizer with the
-avx512_vnni dynamic config), and reports for N real sentences: mean and worst cosine to PyTorch FP32 and
+avx512_vnni dynamic config; with the openvino extra, OpenVINO's FP32 IR, its bf16 compile and NNCF's static INT8 as
+`compress export --runtime openvino` makes them), and reports for N real sentences: mean and worst cosine to PyTorch FP32 and
 nearest-neighbour agreement — the figures a search index would notice. A last row runs the PyTorch model in
 bfloat16: how much agreement a near-lossless format (mean cosine ≈ 0.9999) keeps on the same sentences, i.e.
 how fragile the sentences' nearest neighbours are.
@@ -52,16 +53,17 @@ def qat_variant(args, lines: list[str], held_out: set[str], work: Path, reduce: 
     """Retrain a copy of MODEL fake-quantized against the FP32 original; export and quantize it (dynamic)."""
     from compress.architectures import arch_spec
     from compress.config import TrainConfig
-    from export.qat import retrain
+    from export.qat import fake_quantized, retrain
 
     student, reference = AutoModel.from_pretrained(args.model), AutoModel.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     spec = arch_spec(student.config.model_type)
     cfg = TrainConfig(steps=args.qat_steps, batch_size=32, lr=lr, weight_decay=0.0, warmup_steps=0,
                       checkpoint_every=10**9, log_every=10, device="cpu")
-    retrain(student, reference, spec=spec, reference_spec=spec, reference_layer=student.config.num_hidden_layers - 1,
-            tokenizer=tokenizer, lines=[l for l in lines if l not in held_out], relation_heads=48, cfg=cfg, out_dir=work / "train",
-            reduce_range=reduce, output_weight=1.0, embedding_weight=1.0, max_length=64)
+    with fake_quantized(student, spec, reduce_range=reduce):
+        retrain(student, reference, spec=spec, reference_spec=spec, reference_layer=student.config.num_hidden_layers - 1,
+                tokenizer=tokenizer, lines=[l for l in lines if l not in held_out], relation_heads=48, cfg=cfg,
+                out_dir=work / "train", output_weight=1.0, embedding_weight=1.0, max_length=64)
     student.eval().save_pretrained(work / "student")
     tokenizer.save_pretrained(work / "student")
     fp32 = export_fp32(work / "student", work / "fp32", task="feature-extraction", opset=18) / "model.onnx"
@@ -71,6 +73,40 @@ def qat_variant(args, lines: list[str], held_out: set[str], work: Path, reduce: 
     return work / "int8.onnx"
 
 
+def openvino_qat_variant(args, lines: list[str], held_out: set[str], work: Path, lr: float, calibration) -> Path:
+    """What `compress export --qat --runtime openvino` does (export.openvino_qat): NNCF's quantizers on a copy of
+    MODEL, retrained against the FP32 original with the relation loss, converted to IR with its trained ranges."""
+    from compress.architectures import arch_spec
+    from compress.config import TrainConfig
+    from export.openvino_export import input_names
+    from export.openvino_qat import quantize_for_training, save_ir
+    from export.qat import retrain
+
+    names = input_names(work.parent / "openvino-fp32")
+    reference = AutoModel.from_pretrained(args.model).eval()
+    student = quantize_for_training(AutoModel.from_pretrained(args.model, attn_implementation="sdpa"), names, calibration)
+    spec = arch_spec(student.config.model_type)
+    cfg = TrainConfig(steps=args.qat_steps, batch_size=32, lr=lr, weight_decay=0.0, warmup_steps=0,
+                      checkpoint_every=10**9, log_every=10, device="cpu")
+    retrain(student, reference, spec=spec, reference_spec=spec, reference_layer=student.config.num_hidden_layers - 1,
+            tokenizer=AutoTokenizer.from_pretrained(args.model), lines=[l for l in lines if l not in held_out],
+            relation_heads=48, cfg=cfg, out_dir=work / "train", output_weight=1.0, embedding_weight=1.0, max_length=64)
+    return save_ir(student.eval(), names, calibration[0], work / "ir", work.parent / "openvino-fp32")
+
+
+def openvino_sessions(work: Path, calibration) -> dict:
+    """The export's OpenVINO variants of ``work/fp32`` (:mod:`export.openvino_export`): fp32, bf16 (where the CPU
+    has it) and NNCF INT8 calibrated on ``calibration``."""
+    from export.openvino_export import OpenVINOSession, convert_to_ir, cpu_has_bf16, quantize_int8
+
+    ir = convert_to_ir(work / "fp32", work / "openvino-fp32")
+    sessions = {"openvino-fp32": OpenVINOSession(ir, "fp32")}
+    if cpu_has_bf16():
+        sessions["openvino-bf16"] = OpenVINOSession(ir, "bf16")
+    sessions["openvino-int8"] = OpenVINOSession(quantize_int8(ir, work / "openvino-int8", calibration), "fp32")
+    return sessions
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -78,7 +114,10 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=512)
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--qat-steps", type=int, default=0, help="also quantization-aware retraining (variant int8-qat)")
-    ap.add_argument("--qat-lr", type=float, nargs="+", default=[2e-6], help="one int8-qat variant per learning rate")
+    ap.add_argument("--qat-lr", type=float, nargs="*", default=[2e-6], help="one int8-qat variant per learning rate")
+    ap.add_argument("--openvino-qat-lr", type=float, nargs="*", default=[2e-5],
+                    help="with --qat-steps: one openvino-int8-qat variant per learning rate (the export's default 2e-5)")
+    ap.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO variants (no openvino extra)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -108,11 +147,18 @@ def main() -> None:
         for lr in args.qat_lr if args.qat_steps else []:
             paths[f"int8-qat-lr{lr:g}"] = qat_variant(args, lines, set(test), work / f"qat{lr:g}", reduce, lr)
         sessions = {name: make_session(path, "cpu", None) for name, path in paths.items()}  # the product's sessions
+        if not args.no_openvino:
+            from export.openvino_export import OpenVINOSession
+
+            sessions |= openvino_sessions(work, encode(tokenizer, calib))
+            for lr in args.openvino_qat_lr if args.qat_steps else []:
+                folder = openvino_qat_variant(args, lines, set(test), work / f"ovqat{lr:g}", lr, encode(tokenizer, calib))
+                sessions[f"openvino-int8-qat-lr{lr:g}"] = OpenVINOSession(folder, "fp32")
         sessions["pytorch-bf16"] = _TorchBf16(args.model)
         for name, session in sessions.items():
             r = compare(model, session, batches)
             results[name] = r.as_dict()
-            print(f"{name:>13}: mean cosine {r.mean_cosine:.4f}  worst {r.min_cosine:.4f}  "
+            print(f"{name:>24}: mean cosine {r.mean_cosine:.5f}  worst {r.min_cosine:.4f}  "
                   f"nearest-neighbour agreement {100 * r.nn_agreement:.1f}%, where the neighbour is clear "
                   f"{100 * r.nn_agreement_clear:.1f}%  ({r.samples} sentences, {100 * r.nn_clear_share:.0f}% clear)")
     if args.json:

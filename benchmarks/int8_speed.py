@@ -13,6 +13,9 @@ For each model shape (random BERT weights: speed does not depend on their values
   openvino-fp32    `compress export --runtime openvino`: the FP32 graph as OpenVINO IR, compiled to f32
   openvino-bf16    the same IR compiled to bf16 (CPUs with AVX-512 BF16 / AMX)
   openvino-int8    `--runtime openvino --int8`: NNCF static INT8 (transformer preset) calibrated on the text
+  openvino-int8-qat  what `--qat --runtime openvino` ships: NNCF's quantizers on the PyTorch model, converted by
+                   ov.convert_model (export.openvino_qat), here without the retraining: steps change values, not
+                   the graph, and speed does not depend on values
 (the openvino variants need the openvino extra; --no-openvino leaves them out)
 Our variants run with export.fusion's CPU session options (SkipLayerNorm fusion off, as `compress bench` runs
 them); optimum's and int8-ort-fused with ONNX Runtime's defaults, as their users would. Every variant is timed
@@ -74,7 +77,23 @@ def ours(model_dir: Path, work: Path, hidden: int, lines: list[str],
     for name, record in report["variants"].items():
         if record.get("runtime") == "openvino":  # a folder plus the precision it is compiled to
             paths[name] = work / "export" / record["folder"]
+    if openvino:
+        paths["openvino-int8-qat"] = openvino_qat_graph(model_dir, work, lines)
     return paths, report["variants"]["int8"]
+
+
+def openvino_qat_graph(model_dir: Path, work: Path, lines: list[str]) -> Path:
+    """The IR `--qat --runtime openvino` ships, before retraining: export.openvino_qat's quantizers and conversion."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from export.openvino_export import input_names
+    from export.openvino_qat import quantize_for_training, save_ir
+    from export.parity import encode
+
+    ir_fp32 = work / "export" / "openvino-fp32"
+    names, calibration = input_names(ir_fp32), encode(AutoTokenizer.from_pretrained(model_dir), lines[:256])
+    model = quantize_for_training(AutoModel.from_pretrained(model_dir, attn_implementation="sdpa"), names, calibration)
+    return save_ir(model, names, calibration[0], work / "openvino-int8-qat", ir_fp32)
 
 
 def variants(model_dir: Path, work: Path, layers: int, hidden: int, calib: list[dict], lines: list[str],
@@ -209,12 +228,13 @@ def main() -> None:
                 shape_result[f"batch{bs}_vs_fp32"] = {name: ratio("fp32", name) for name in times}
                 print(f"\n{shape}  batch {bs} × {args.seq_len}, {args.threads} threads: median ms per call")
                 for name, ms in med.items():
-                    print(f"  {name:>14}: {ms:8.2f} ms   {ratio('fp32', name):5.2f}× vs fp32")
+                    print(f"  {name:>17}: {ms:8.2f} ms   {ratio('fp32', name):5.2f}× vs fp32")
                 print(f"  ours int8 vs fp32-fused: {ratio('fp32-fused', 'int8'):.2f}×; "
                       f"vs int8-unfused: {ratio('int8-unfused', 'int8'):.2f}×; "
                       f"vs optimum-int8: {ratio('optimum-int8', 'int8'):.2f}×; "
                       f"ours fp32-fused vs optimum-fp32: {ratio('optimum-fp32', 'fp32-fused'):.2f}×")
                 if "openvino-int8" in times:
+                    print(f"  openvino-int8-qat vs openvino-int8: {ratio('openvino-int8', 'openvino-int8-qat'):.2f}×")
                     print(f"  openvino-int8 vs ours int8: {ratio('int8', 'openvino-int8'):.2f}×; openvino-fp32 vs fp32: "
                           f"{ratio('fp32', 'openvino-fp32'):.2f}×" + (f"; openvino-bf16 vs fp32: {ratio('fp32', 'openvino-bf16'):.2f}×"
                                                                       if "openvino-bf16" in times else ""))

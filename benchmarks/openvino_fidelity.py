@@ -7,6 +7,10 @@ mean-pooled embeddings, nearest-neighbour agreement overall and on the rows whos
 
     python benchmarks/openvino_fidelity.py RUN/export/openvino-fp32 RUN/student --corpus "$(compress assets path chatterbot)"
     python benchmarks/openvino_fidelity.py RUN/export/teacher/openvino-fp32 "$(compress assets path e5)" --corpus ...
+
+``--score NAME=FOLDER`` scores IR folders the export made (``openvino-int8``, ``openvino-int8-qat``) on the same held-out
+lines; to keep those lines unseen, export with ``--calib-corpus`` on text that does not contain them (QAT trains on
+the calibration corpus).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="text (file, folder or glob) for calibration and the held-out set")
     ap.add_argument("--calibration", type=int, default=300)
     ap.add_argument("--held-out", type=int, default=800)
-    ap.add_argument("--settings", default="transformer,sq0.5,mixed")
+    ap.add_argument("--settings", default="transformer,sq0.5,mixed", help="NNCF settings to quantize with ('' for none)")
+    ap.add_argument("--score", action="append", default=[], metavar="NAME=FOLDER", help="also score this exported IR")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -59,14 +64,15 @@ def main() -> None:
     core = ov.Core()
     names = [i.get_any_name() for i in core.read_model(str(args.ir / IR_FILE)).inputs]
     options = {"transformer": {}, "mixed": {"preset": nncf.QuantizationPreset.MIXED}}
-    for name in args.settings.split(","):
+    settings = [name for name in args.settings.split(",") if name]
+    for name in settings:
         if name.startswith("sq"):
             alpha = AdvancedSmoothQuantParameters(matmul=float(name[2:]))
             options[name] = {"advanced_parameters": AdvancedQuantizationParameters(smooth_quant_alphas=alpha)}
     results = {"setup": {"ir": str(args.ir), "reference": str(args.reference), "calibration": len(calib_lines),
                          "held_out": len(held_out), "openvino": ov.__version__, "nncf": nncf.__version__}}
     work = Path(args.json).with_suffix("") if args.json else None
-    for name in args.settings.split(","):
+    for name in settings:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
             quantized = nncf.quantize(core.read_model(str(args.ir / IR_FILE)), nncf.Dataset(calib, lambda b: feed(names, b)),
@@ -77,6 +83,11 @@ def main() -> None:
         report = compare(model, OpenVINOSession(folder, "fp32"), batches).as_dict()
         results[f"int8-{name}"] = {k: report.get(k) for k in KEYS} | {"quantize_s": round(time.perf_counter() - t0, 1)}
         print(f"int8 {name:>12}: " + json.dumps(results[f"int8-{name}"]), flush=True)
+    for spec in args.score:
+        name, folder = spec.split("=", 1)
+        report = compare(model, OpenVINOSession(Path(folder), "fp32"), batches).as_dict()
+        results[name] = {k: report.get(k) for k in KEYS} | {"folder": folder}
+        print(f"{name:>17}: " + json.dumps(results[name]), flush=True)
     report = compare(model, OpenVINOSession(args.ir, "bf16"), batches).as_dict()
     results["bf16"] = {k: report.get(k) for k in KEYS}
     print(f"{'bf16':>17}: " + json.dumps(results["bf16"]))

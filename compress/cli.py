@@ -137,7 +137,10 @@ def export(
     model: Optional[str] = typer.Option(None, help="student (default), teacher, or a fine-tuned model's name under finetune/"),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)"),
     force: bool = typer.Option(False, "--force", help="keep an INT8 variant below min_int8_cosine"),
-    qat: bool = typer.Option(False, "--qat", help="quantization-aware retraining with the relation loss → variant int8-qat"),
+    qat: bool = typer.Option(False, "--qat", help="quantization-aware retraining with the relation loss → int8-qat "
+                             "(onnxruntime), openvino-int8-qat (openvino)"),
+    qat_runtime: Optional[str] = typer.Option(
+        None, help="the runtimes --qat retrains for (default: every exported one), e.g. openvino; implies --qat"),
     qat_steps: Optional[int] = typer.Option(None, help="QAT optimiser steps (default 200)"),
     qat_reference: Optional[str] = typer.Option(
         None, "--qat-reference", "--teacher",
@@ -150,18 +153,21 @@ def export(
     from export import stage
     from export.parity import agreement_text
 
-    runtimes = None
-    if runtime:
-        runtimes = ["onnxruntime", "openvino"] if runtime.strip() == "all" else [r.strip() for r in runtime.split(",") if r.strip()]
-    flags = {"runtimes": runtimes, "int8": int8 or None, "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model,
-             "opset": opset, "force": force or None, "qat": qat or None, "qat_train.steps": qat_steps,
+    def runtime_list(text: Optional[str]) -> Optional[list[str]]:
+        if not text:
+            return None
+        return ["onnxruntime", "openvino"] if text.strip() == "all" else [r.strip() for r in text.split(",") if r.strip()]
+
+    flags = {"runtimes": runtime_list(runtime), "qat_runtimes": runtime_list(qat_runtime), "int8": int8 or None,
+             "int8_method": int8_method, "calib_corpus": calib_corpus or None, "model": model, "opset": opset,
+             "force": force or None, "qat": (qat or bool(qat_runtime)) or None, "qat_train.steps": qat_steps,
              "qat_reference": qat_reference}
     cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
     report = stage.run(cfg, RunDir(run_dir), resume=resume)
     root = RunDir(run_dir).export_dir(cfg.model)
     for name, v in report["variants"].items():
         where = root / v.get("folder", name) / v.get("file", "model.onnx")
-        typer.echo(f"{name:>13}: {where}  {v['size_bytes'] / 2**20:7.1f} MiB  "
+        typer.echo(f"{name:>17}: {where}  {v['size_bytes'] / 2**20:7.1f} MiB  "
                    f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement_text(v)}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.errors import UserError
 
@@ -125,7 +125,8 @@ class ExportConfig(_Strict):
     runtimes: list[Literal["onnxruntime", "openvino"]] = Field(
         default_factory=lambda: ["onnxruntime"], min_length=1,
         description="runtimes to export for: onnxruntime (fp32, int8 with --int8, int8-qat with --qat) and/or openvino "
-        "(openvino-fp32, openvino-bf16 where the CPU has bf16, openvino-int8 with --int8); the FP32 ONNX is always written")
+        "(openvino-fp32, openvino-bf16 where the CPU has bf16, openvino-int8 with --int8, openvino-int8-qat with --qat); "
+        "the FP32 ONNX is always written")
     int8: bool = False
     int8_method: Literal["dynamic", "static"] = "dynamic"
     calib_corpus: list[str] = Field(default_factory=list, description="text for static calibration (default: the distill corpora)")
@@ -140,7 +141,10 @@ class ExportConfig(_Strict):
                        "(QAttention; export/fusion.py); checked against PyTorch, unfused when it does not match")
     force: bool = Field(False, description="keep an INT8 variant that fails min_int8_cosine")
     seed: int = 0
-    qat: bool = Field(False, description="quantization-aware retraining before the INT8 export (variant int8-qat)")
+    qat: bool = Field(False, description="quantization-aware retraining before the INT8 export (variants int8-qat and/or "
+                     "openvino-int8-qat, one per runtime)")
+    qat_runtimes: list[Literal["onnxruntime", "openvino"]] | None = Field(
+        None, description="the runtimes --qat retrains for (each a retraining of its own); default: every one in runtimes")
     qat_reference: Literal["student", "original"] = Field(
         "student", description="frozen FP32 reference: the distilled student, or the original teacher")
     qat_output_weight: float = Field(1.0, ge=0, description="weight of the relation loss on the final hidden states")
@@ -148,6 +152,18 @@ class ExportConfig(_Strict):
         1.0, ge=0, description="weight of 1 − cosine of mean-pooled embeddings (reference of equal width only)")
     qat_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         steps=200, batch_size=32, lr=2e-5, weight_decay=0.0, checkpoint_every=100, log_every=10))
+
+    @model_validator(mode="after")
+    def _qat_runtimes_are_exported(self):
+        extra = sorted(set(self.qat_runtimes or []) - set(self.runtimes))
+        if extra:
+            raise ValueError(f"qat_runtimes {extra} are not among the exported runtimes {self.runtimes}: add them to "
+                             "--runtime")
+        return self
+
+    def qat_for(self, runtime: str) -> bool:
+        """Whether --qat retrains for ``runtime``."""
+        return self.qat and runtime in (self.qat_runtimes or self.runtimes)
 
     @field_validator("quantize_embeddings", mode="before")
     @classmethod

@@ -9,8 +9,8 @@ The layout, in one place (every stage asks :class:`RunDir` for a path instead of
     RUN/student/            the distilled student (Hugging Face folder + provenance.json)
     RUN/finetune/NAME/      fine-tuned classifiers
     RUN/export/VARIANT/     the student's variants (ONNX: fp32, int8, int8-qat; OpenVINO IR: openvino-fp32,
-                            openvino-int8; openvino-bf16 compiles openvino-fp32) + export/parity.json
-    RUN/export/NAME/VARIANT a fine-tuned model's variants; export/qat/ the QAT work folder
+                            openvino-int8, openvino-int8-qat; openvino-bf16 compiles openvino-fp32) + parity.json
+    RUN/export/NAME/VARIANT a fine-tuned model's variants; export/qat/, export/qat-openvino/ the QAT work folders
     RUN/eval.json           cached `compress evaluate` scores;  RUN/bench/  results of `compress bench`
 
 Every file that a later stage trusts is written atomically (a temporary file beside it, then
@@ -48,8 +48,9 @@ PARITY_FILE = "parity.json"
 PROVENANCE_FILE = "provenance.json"
 # The ONNX variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and the
 # folder of QAT's checkpoints beside them.
-EXPORT_VARIANTS = ("fp32", "int8", "int8-qat", "openvino-fp32", "openvino-int8")
+EXPORT_VARIANTS = ("fp32", "int8", "int8-qat", "openvino-fp32", "openvino-int8", "openvino-int8-qat")
 QAT_WORK = "qat"
+QAT_WORK_OPENVINO = "qat-openvino"
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
               "onnxruntime-gpu", "openvino", "nncf", "sentence-transformers", "relation-compress")
 
@@ -185,7 +186,7 @@ class RunDir:
         if not root.is_dir():
             return []
         roots = [(STUDENT, root)] + [(p.name, p) for p in sorted(root.iterdir())
-                                     if p.is_dir() and p.name not in EXPORT_VARIANTS and p.name != QAT_WORK
+                                     if p.is_dir() and p.name not in EXPORT_VARIANTS and p.name not in (QAT_WORK, QAT_WORK_OPENVINO)
                                      and not p.name.startswith(".")]
         return [(model, folder) for model, folder in roots if (folder / PARITY_FILE).is_file()]
 

@@ -95,12 +95,14 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rngs: l
     os.replace(tmp, path)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from."""
+def _truncate_metrics(path: Path, step: int) -> dict[str, float]:
+    """Drop metric lines written after the checkpoint we resume from; returns the last line kept ({} if none),
+    so that a resume of a finished run reports its final metrics."""
     if not path.exists():
-        return
+        return {}
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return json.loads(kept[-1]) if kept else {}
 
 
 def _reduce(values: list[torch.Tensor | float], ctx: DistContext) -> list[float]:
@@ -146,7 +148,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, cfg.steps))
     params = [p for p in model.parameters() if p.requires_grad]
 
-    start = 0
+    start, last = 0, {}
     if resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -156,7 +158,7 @@ def train(
             set_rng_state(state["rng"][ctx.rank])
         start = state["step"]
         if ctx.is_main:
-            _truncate_metrics(metrics_path, start)
+            last = _truncate_metrics(metrics_path, start)
     elif ctx.is_main and metrics_path.exists():
         metrics_path.unlink()
     last_good: int | None = start if checkpoint.exists() else None
@@ -171,7 +173,6 @@ def train(
 
     model.train(dropout)
     data = iter(batches(start)) if batches is not None else None
-    last: dict[str, float] = {}
     window = _Window(first=start)
     step, status = start, ""
     with _StopRequests() as stop, StepProgress(cfg.steps, start, description, enabled=ctx.is_main, every=cfg.log_every) as progress:

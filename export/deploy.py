@@ -9,6 +9,7 @@ Layout (sentence-transformers' own file names, so its backends find every varian
     deploy/onnx/model_qint8_<isa>_qat.onnx                      int8-qat
     deploy/openvino/openvino_model.xml (+ .bin)                 openvino-fp32    (backend="openvino")
     deploy/openvino/openvino_model_qint8_quantized.xml          openvino-int8
+    deploy/openvino/openvino_model_qint8_quantized_qat.xml      openvino-int8-qat
     deploy/provenance.json                                      the student's, plus which file is which variant
 
 Files are hard links to the export's where the filesystem allows (no second copy of a large model). Built
@@ -51,7 +52,9 @@ def deploy_files(report: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
              "int8-qat": [("model.onnx", f"onnx/{int8.removesuffix('.onnx')}_qat.onnx")],
              "openvino-fp32": [(IR_FILE, f"openvino/{IR_FILE}"), ("openvino_model.bin", "openvino/openvino_model.bin")],
              "openvino-int8": [(IR_FILE, "openvino/openvino_model_qint8_quantized.xml"),
-                               ("openvino_model.bin", "openvino/openvino_model_qint8_quantized.bin")]}
+                               ("openvino_model.bin", "openvino/openvino_model_qint8_quantized.bin")],
+             "openvino-int8-qat": [(IR_FILE, "openvino/openvino_model_qint8_quantized_qat.xml"),
+                                   ("openvino_model.bin", "openvino/openvino_model_qint8_quantized_qat.bin")]}
     return {name: (report["variants"][name].get("folder", name), names[name]) for name in names if name in report["variants"]}
 
 

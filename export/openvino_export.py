@@ -54,7 +54,7 @@ def ir_size(folder: Path) -> int:
     return sum((Path(folder) / IR_FILE).with_suffix(suffix).stat().st_size for suffix in (".xml", ".bin"))
 
 
-def _copy_side_files(src_dir: Path, dst_dir: Path) -> None:
+def copy_side_files(src_dir: Path, dst_dir: Path) -> None:
     """config.json and the tokenizer files, so the folder loads as a model (the ONNX graph itself stays behind)."""
     for path in src_dir.iterdir():
         if path.is_file() and path.suffix not in (".onnx", ".xml", ".bin") and path.name != "provenance.json":
@@ -71,7 +71,7 @@ def convert_to_ir(onnx_dir: Path, out_dir: Path) -> Path:
         raise UserError(f"OpenVINO cannot convert {onnx_dir / 'model.onnx'} ({first_line(err)}): report the model "
                         "family, or export with --runtime onnxruntime") from None
     ov.save_model(model, str(out_dir / IR_FILE), compress_to_fp16=False)
-    _copy_side_files(onnx_dir, out_dir)
+    copy_side_files(onnx_dir, out_dir)
     return out_dir
 
 
@@ -95,8 +95,14 @@ def quantize_int8(fp32_dir: Path, out_dir: Path, calibration: list[dict[str, np.
                         "or report the model family") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out_dir / IR_FILE), compress_to_fp16=False)
-    _copy_side_files(fp32_dir, out_dir)
+    copy_side_files(fp32_dir, out_dir)
     return out_dir
+
+
+def input_names(folder: Path) -> list[str]:
+    """The names of the inputs of ``folder``'s IR, in order."""
+    ov = require_openvino()
+    return [port.get_any_name() for port in ov.Core().read_model(str(Path(folder) / IR_FILE)).inputs]
 
 
 def feed(names: list[str], batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Quantization-aware retraining for ONNX Runtime's dynamic INT8, with the distillation's relation loss.
+"""Quantization-aware retraining with the distillation's relation loss; the fake quantization of ONNX Runtime's
+dynamic INT8 (NNCF's, for OpenVINO, is in :mod:`export.openvino_qat`).
 
 ``prepare(model)`` makes every Linear in the encoder layers compute what ONNX Runtime's dynamic INT8 graph
 will compute: weights fake-quantized per output channel, symmetric INT8 ([-127, 127], or ORT's reduced
@@ -17,7 +18,9 @@ be both faster and far more faithful than static QDQ on this CPU, so QAT targets
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +109,17 @@ def convert(state: QATState) -> None:
         parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
 
 
+@contextlib.contextmanager
+def fake_quantized(model: nn.Module, spec: ArchSpec, *, reduce_range: bool = False,
+                   embeddings: bool = False) -> Iterator[nn.Module]:
+    """``model`` fake-quantized as ORT's dynamic INT8 (:func:`prepare`) inside the block, plain again after it."""
+    state = prepare(model, spec, reduce_range=reduce_range, embeddings=embeddings)
+    try:
+        yield model
+    finally:
+        convert(state)
+
+
 def retrain(
     student: nn.Module,
     reference: nn.Module,
@@ -118,21 +132,20 @@ def retrain(
     relation_heads: int,
     cfg,
     out_dir,
-    reduce_range: bool,
-    quantize_embeddings: bool = False,
     output_weight: float,
     embedding_weight: float,
     max_length: int,
     resume: bool = False,
 ) -> dict[str, float]:
-    """Retrain ``student`` (in place) fake-quantized against a frozen FP32 ``reference``; returns the last metrics.
+    """Retrain ``student`` (in place) against a frozen FP32 ``reference``; returns the last metrics. The caller
+    fake-quantizes the student first: :func:`fake_quantized` for ORT's dynamic INT8, or NNCF's quantizers
+    (:func:`export.openvino_qat.quantize_for_training`), whose ranges are then trained too.
 
     Loss: the distillation's relation loss between the reference's Q/K/V at ``reference_layer`` (0-based) and
     the student's last-layer Q/K/V, plus ``output_weight`` × the same relation KL on the final hidden states
     (the last layer's FFN is otherwise never trained), plus ``embedding_weight`` × (1 − cosine) between
     mean-pooled sentence embeddings (the relation loss is blind to where the embeddings sit; this is what
-    a search index sees; needs equal hidden sizes). Dropout is off. On return the fake quantization is
-    removed again (see :func:`convert`).
+    a search index sees; needs equal hidden sizes). Dropout is off.
     """
     from compress.corpus import MixedSampler
     from compress.distill_step import RelationDistillation
@@ -143,7 +156,6 @@ def retrain(
     ctx = init_from_env(cfg.device)
     student.to(ctx.device)
     reference.to(ctx.device).eval().requires_grad_(False)
-    state = prepare(student, spec, reduce_range=reduce_range, embeddings=quantize_embeddings)
     last_layer = len(layer_list(student, spec)) - 1
     micro_batch = cfg.batch_size // cfg.grad_accum
 
@@ -165,7 +177,4 @@ def retrain(
             parts["emb"] = gap
         return StepOutput(loss=loss, parts=parts, tokens=int(enc["attention_mask"].sum()))
 
-    try:
-        return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)
-    finally:
-        convert(state)
+    return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)

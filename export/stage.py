@@ -15,8 +15,8 @@ from compress.corpus import expand_pattern, sample_lines
 from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
 from compress.run_dir import (
-    DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, STUDENT, RunDir, atomic_write_text, library_versions, now,
-    read_provenance, sha256_of, write_provenance,
+    DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, QAT_WORK_OPENVINO, STUDENT, RunDir, atomic_write_text,
+    library_versions, now, read_provenance, sha256_of, write_provenance,
 )
 from compress.sentence_modules import copy_sentence_modules
 from export.fusion import fuse_for_cpu
@@ -111,15 +111,15 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
     model_dir, task = _model_dir(run_dir, cfg)
     if cfg.qat and cfg.model != "student":
         raise UserError("--qat retrains the task-agnostic student: export it with --qat, and other models with --int8")
-    qat_dir = run_dir.export_dir() / QAT_WORK
-    if resume and cfg.qat and not (qat_dir / "checkpoint.pt").exists():
-        raise UserError(f"nothing to resume in {qat_dir} (no QAT checkpoint): run the export without --resume")
+    qat_dirs = [run_dir.export_dir() / work for work in (QAT_WORK, QAT_WORK_OPENVINO)]
+    if resume and cfg.qat and not any((work / "checkpoint.pt").exists() for work in qat_dirs):
+        raise UserError(f"nothing to resume in {qat_dirs[0].parent} (no QAT checkpoint): run the export without --resume")
     out = run_dir.export_dir(cfg.model)
     stage = run_dir.export_stage(cfg.model)
 
-    def qat(cfg, staging, model, tokenizer, lines, parity_texts, batches, features):
-        return _int8_qat(cfg, run_dir, staging, model_dir, model, tokenizer, lines, parity_texts, batches, features,
-                         resume=resume)
+    def qat(cfg, staging, model, tokenizer, lines, calib_texts, parity_texts, batches, features):
+        return _qat_variants(cfg, run_dir, staging, model_dir, model, tokenizer, lines, calib_texts, parity_texts,
+                             batches, features, resume=resume)
 
     try:
         report, cfg = export_model(model_dir, out, cfg, _texts(run_dir, cfg), task=task, qat=qat if cfg.qat else None)
@@ -149,7 +149,8 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
 
     ``lines``: real text for calibration and the parity checks; ``task``: optimum's task (default: from the
     folder's config, a classifier when it has labels). ``qat(cfg, staging, model, tokenizer, lines,
-    parity_texts, batches, features)`` builds the int8-qat variant (the run's retraining). Every variant is
+    calib_texts, parity_texts, batches, features)`` builds the QAT variants (the run's retraining; a dict of
+    variant → parity record). Every variant is
     built in ``.<out>.new/`` and checked; ``out`` is replaced only once all have passed. Returns (the parity
     report, the config with ``quantize_embeddings`` resolved).
     """
@@ -193,7 +194,7 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
         if "openvino" in cfg.runtimes:
             report["variants"] |= _openvino_variants(cfg, fp32_dir, staging, model, tokenizer, calib_texts, batches)
         if qat is not None:
-            report["variants"]["int8-qat"] = qat(cfg, staging, model, tokenizer, lines, parity_texts, batches, features)
+            report["variants"] |= qat(cfg, staging, model, tokenizer, lines, calib_texts, parity_texts, batches, features)
         atomic_write_text(staging / PARITY_FILE, json.dumps(report, indent=2) + "\n")
         source = read_provenance(model_dir)
         for name, record in report["variants"].items():
@@ -222,8 +223,9 @@ def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
         if name in report["variants"]:
             (staging / name).rename(out / name)
     os.replace(staging / PARITY_FILE, out / PARITY_FILE)
-    if "int8-qat" not in report["variants"]:
-        shutil.rmtree(out / QAT_WORK, ignore_errors=True)
+    for variant, work in (("int8-qat", QAT_WORK), ("openvino-int8-qat", QAT_WORK_OPENVINO)):
+        if variant not in report["variants"]:
+            shutil.rmtree(out / work, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -281,14 +283,15 @@ def _accept(tmp: Path, dst: Path, result: ParityReport, cfg: ExportConfig, what:
     tmp.rename(dst)
 
 
-def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer, lines, parity_texts, batches,
-              features, *, resume: bool = False):
-    """Quantization-aware retraining with the relation loss, then the dynamic INT8 export of the result."""
-    from transformers import AutoModel
-
+def _qat_variants(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer, lines, calib_texts, parity_texts,
+                  batches, features, *, resume: bool = False) -> dict[str, Any]:
+    """Quantization-aware retraining with the relation loss, once per INT8 scheme asked for (``cfg.qat_for``):
+    ``int8-qat`` (ORT's dynamic INT8) and ``openvino-int8-qat`` (NNCF's, for OpenVINO).
+    Each starts from the distilled student and has its own work folder and checkpoint; ``resume`` continues
+    each one that has a checkpoint."""
     from compress.architectures import arch_spec, layer_list
     from compress.teacher import load_teacher
-    from export.qat import prepare, retrain
+    from export.qat import retrain
 
     distill = run_dir.stage(DISTILL)
     distill_cfg = run_dir.distill_config()
@@ -306,22 +309,46 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
     if not train_lines:  # a corpus smaller than the parity sample: train on those lines too, and say so
         log.warning("QAT: the corpus is too small to hold out the parity lines; they are trained on as well")
         train_lines = list(parity_texts)
-    student = AutoModel.from_pretrained(model_dir)
     # The embedding term compares vectors: it needs a reference of the student's width.
-    same_width = reference.config.hidden_size == student.config.hidden_size
-    embedding_weight = cfg.qat_embedding_weight if same_width else 0.0
+    same_width = reference.config.hidden_size == model.config.hidden_size
+
+    def retrain_in(student, work: Path) -> dict[str, float]:
+        """Retrain the (fake-quantized) ``student`` with its checkpoint in ``work``; its last metrics."""
+        resumes = resume and (work / "checkpoint.pt").exists()
+        if not resumes:
+            shutil.rmtree(work, ignore_errors=True)
+        return retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
+                       tokenizer=tokenizer, lines=train_lines, relation_heads=distill["resolved"]["relation_heads"],
+                       cfg=cfg.qat_train, out_dir=work, output_weight=cfg.qat_output_weight,
+                       embedding_weight=cfg.qat_embedding_weight if same_width else 0.0,
+                       max_length=distill_cfg.data.max_length, resume=resumes)
+
+    def common(metrics: dict[str, float]) -> dict[str, Any]:
+        return {"qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps, "qat_final_loss": metrics.get("loss")}
+
+    variants: dict[str, Any] = {}
+    if cfg.qat_for("onnxruntime"):
+        variants["int8-qat"] = _ort_qat(cfg, run_dir, out, model_dir, model, tokenizer, batches, features, spec,
+                                        retrain_in, common)
+    if cfg.qat_for("openvino"):
+        variants["openvino-int8-qat"] = _openvino_qat(cfg, run_dir, out, model_dir, model, tokenizer, calib_texts,
+                                                      batches, retrain_in, common)
+    return variants
+
+
+def _ort_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer, batches, features, spec,
+             retrain_in, common) -> dict[str, Any]:
+    """int8-qat: the student retrained under ORT's dynamic INT8 fake quantization, then exported and quantized
+    as ``int8`` is (the fake quantization is removed first: the weights carry what was learnt)."""
+    from transformers import AutoModel
+
+    from export.qat import fake_quantized, prepare
+
+    student = AutoModel.from_pretrained(model_dir)
     reduce_range = needs_reduced_range(features)
     qat_dir = run_dir.export_dir() / QAT_WORK
-    if not resume:
-        shutil.rmtree(qat_dir, ignore_errors=True)
-    elif not (qat_dir / "checkpoint.pt").exists():
-        raise UserError(f"nothing to resume in {qat_dir} (no QAT checkpoint): run the export without --resume")
-    metrics = retrain(student, reference, spec=spec, reference_spec=ref_spec, reference_layer=ref_layer,
-                      tokenizer=tokenizer, lines=train_lines, relation_heads=distill["resolved"]["relation_heads"],
-                      cfg=cfg.qat_train, out_dir=qat_dir, reduce_range=reduce_range,
-                      quantize_embeddings=cfg.quantize_embeddings, output_weight=cfg.qat_output_weight,
-                      embedding_weight=embedding_weight,
-                      max_length=distill_cfg.data.max_length, resume=resume)
+    with fake_quantized(student, spec, reduce_range=reduce_range, embeddings=cfg.quantize_embeddings):
+        metrics = retrain_in(student, qat_dir)
     student.cpu().eval()
     student.save_pretrained(qat_dir / "student")
     tokenizer.save_pretrained(qat_dir / "student")
@@ -343,10 +370,51 @@ def _int8_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer
              fake_quant.max_abs_diff)
     return {**result.as_dict(), "size_bytes": _size(out / "int8-qat"), "method": "dynamic+qat",
             "reduce_range": reduce_range, **fusion, "quantized_embeddings": cfg.quantize_embeddings,
-            "qat_reference": cfg.qat_reference, "qat_steps": cfg.qat_train.steps,
-            "qat_final_loss": metrics.get("loss"), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
+            **common(metrics), "ort_vs_fake_quant_max_abs_diff": round(fake_quant.max_abs_diff, 7),
             "ort_vs_fake_quant_relative": round(relative, 4),
             "op_counts": dict(sorted(op_counts(out / "int8-qat" / "model.onnx").items()))}
+
+
+def _openvino_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer, calib_texts, batches,
+                  retrain_in, common) -> dict[str, Any]:
+    """openvino-int8-qat: NNCF's quantizers on the PyTorch student (calibrated on the lines openvino-int8 uses),
+    retrained with the relation loss, converted to IR with its trained ranges (:mod:`export.openvino_qat`)."""
+    from transformers import AutoModel
+
+    from export.openvino_export import IR_FILE, OpenVINOSession, ir_size, input_names
+    from export.openvino_qat import quantize_for_training, save_ir
+
+    names = input_names(out / "openvino-fp32")
+    try:  # SDPA, so that OpenVINO fuses the attention as it does for the ONNX graph
+        student = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa")
+    except (ValueError, ImportError) as err:  # a family without SDPA in this transformers: correct, slower
+        log.warning("openvino-int8-qat: %s has no SDPA attention here (%s); its IR keeps the attention unfused",
+                    model.config.model_type, first_line(err))
+        student = AutoModel.from_pretrained(model_dir)
+    student = quantize_for_training(student, names, encode(tokenizer, calib_texts))
+    # NNCF's post-training INT8 of the student before any retraining, against the FP32 IR (≈ PyTorch FP32)
+    before = compare(student.eval(), OpenVINOSession(out / "openvino-fp32", "fp32"), batches)
+    metrics = retrain_in(student, run_dir.export_dir() / QAT_WORK_OPENVINO)
+    student.cpu().eval()
+    tmp = out / ".openvino-int8-qat.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_ir(student, names, batches[0], tmp, out / "openvino-fp32")
+    session = OpenVINOSession(tmp, "fp32")
+    result = compare(model, session, batches)  # fidelity to the distilled FP32 student
+    fake_quant = compare(student, session, batches)  # the IR against the trained PyTorch model it came from
+    _accept(tmp, out / "openvino-int8-qat", result, cfg, "OpenVINO, NNCF after QAT",
+            hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
+    log.info("openvino-int8-qat: mean cosine %.5f (%.5f before retraining), worst %.5f, %s; IR vs the trained PyTorch "
+             "model: max abs diff %.2e", result.mean_cosine, before.mean_cosine, result.min_cosine, result.agreement(),
+             fake_quant.max_abs_diff)
+    return {**result.as_dict(), "runtime": "openvino", "folder": "openvino-int8-qat", "file": IR_FILE,
+            "size_bytes": ir_size(out / "openvino-int8-qat"), "inference_precision": session.inference_precision,
+            "method": "nncf+qat", "calibration_lines": len(calib_texts), **common(metrics),
+            "ir_vs_trained_max_abs_diff": round(fake_quant.max_abs_diff, 7),
+            # the IR's distance to the trained PyTorch model, as a share of its distance to FP32
+            "ir_vs_trained_relative": round(fake_quant.mean_abs_diff / max(result.mean_abs_diff, 1e-12), 4),
+            "ir_vs_trained_mean_cosine": round(fake_quant.mean_cosine, 7),
+            "before_qat": {k: before.as_dict()[k] for k in ("mean_cosine", "min_cosine", "nn_agreement", "nn_agreement_clear")}}
 
 
 def _openvino_variants(cfg, fp32_dir: Path, out: Path, model, tokenizer, calib_texts, batches) -> dict[str, Any]:

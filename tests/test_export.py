@@ -115,6 +115,7 @@ def test_refusals_leave_nothing_that_looks_complete(tiny_bert_dir, corpus_file, 
     ("distilled", ["--model", "sentiment"], "no fine-tuned model 'sentiment'"),
     ("teacher gone", ["--model", "teacher"], "is not there any more"),
     ("distilled", ["--qat", "--resume"], "no QAT checkpoint"),
+    ("distilled", ["--qat-runtime", "openvino"], "not among the exported runtimes"),
 ])
 def test_bad_input(setup, args, message, tiny_bert_dir, corpus_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -173,6 +174,10 @@ def test_qat_resume(tiny_bert_dir, corpus_file, tmp_path, capsys):
     # Continue the same retraining to 4 steps: steps 1-2 are not redone.
     assert run_cli(["export", run_dir, "--qat", "--qat-steps", "4", "--resume", *qat], capsys).code == 0
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+    # A resume of a finished retraining trains nothing and still reports its final loss.
+    assert run_cli(["export", run_dir, "--qat", "--qat-steps", "4", "--resume", *qat], capsys).code == 0
+    last = json.loads(metrics.read_text().splitlines()[-1])
+    assert last["step"] == 4 and _parity(run_dir)["int8-qat"]["qat_final_loss"] == pytest.approx(last["loss"])
 
 
 def test_bert_weights_with_a_tokenizer_without_token_type_ids(tmp_path, corpus_file, capsys):

@@ -121,3 +121,78 @@ def test_bench_times_and_scores_openvino_beside_onnxruntime(tiny_bert_dir, corpu
     machine = results["machine"]
     assert "openvino" in machine["versions"] and {"avx512_vnni", "avx512_bf16", "amx_int8"} <= set(machine["isa"])
     assert "student-openvino-int8" in (run / "bench" / "results.md").read_text()
+
+
+def test_openvino_qat_ships_the_model_it_trained(distilled, capsys):
+    """--qat for OpenVINO: NNCF's quantizers on the PyTorch student, retrained with the relation loss, converted to
+    an INT8 IR that computes what the trained model computes; no ORT QAT when it is not asked for."""
+    from export.openvino_export import cpu_has_bf16
+
+    result = run_cli(["export", distilled, "--qat-steps", "12", "--runtime", "all", "--int8", "--qat-runtime", "openvino",
+                      "qat_train.lr=1e-4",
+                      "qat_train.log_every=1", "qat_train.batch_size=8"], capsys)
+    assert result.code == 0, result.stderr
+    variants = json.loads((distilled / "export" / "parity.json").read_text())["variants"]
+    # --qat-runtime openvino: QAT for OpenVINO only, though ORT's INT8 is exported too
+    assert set(variants) == {"fp32", "int8", "openvino-fp32", "openvino-int8", "openvino-int8-qat"} | (
+        {"openvino-bf16"} if cpu_has_bf16() else set())
+    losses = [json.loads(line)["loss"] for line in
+              (distilled / "export" / "qat-openvino" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    qat = variants["openvino-int8-qat"]
+    assert qat["method"] == "nncf+qat" and qat["runtime"] == "openvino" and qat["qat_final_loss"] == pytest.approx(losses[-1])
+    # Retraining changed the quantized model (whether it helps is measured on real models: docs/benchmarks.md).
+    assert qat["before_qat"]["mean_cosine"] > 0.99 and qat["before_qat"]["mean_cosine"] != qat["mean_cosine"]
+    assert qat["inference_precision"] == "f32" and qat["mean_cosine"] > 0.98
+    # The IR is the trained model: far closer to it than the INT8 error to FP32 is.
+    assert qat["ir_vs_trained_mean_cosine"] > 0.9999 and qat["ir_vs_trained_relative"] < 0.5
+    ops = _ops(distilled / "export" / "openvino-int8-qat" / "openvino_model.xml")
+    assert ops.get("FakeQuantize", 0) >= 8 and ops.get("ScaledDotProductAttention", 0) == 2  # fused as the ONNX IR is
+    assert not (distilled / "export" / "int8-qat").exists() and not (distilled / "export" / "qat").exists()
+    assert (distilled / "deploy" / "openvino" / "openvino_model_qint8_quantized_qat.xml").is_file()
+
+
+def test_openvino_qat_resumes(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    """Both QATs in one export, each with its own checkpoint; --resume continues each (steps are not redone)."""
+    run = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run, *SMALL], capsys).code == 0
+    qat = ["--qat", "--runtime", "all", "qat_train.batch_size=4", "qat_train.log_every=1", "qat_train.checkpoint_every=2"]
+    assert run_cli(["export", run, "--qat-steps", "2", *qat], capsys).code == 0
+    assert run_cli(["export", run, "--qat-steps", "4", "--resume", *qat], capsys).code == 0
+    for work in ("qat", "qat-openvino"):
+        metrics = (run / "export" / work / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in metrics] == [1, 2, 3, 4]
+    variants = json.loads((run / "export" / "parity.json").read_text())["variants"]
+    assert {"int8-qat", "openvino-int8-qat"} <= set(variants)
+    assert variants["openvino-int8-qat"]["qat_steps"] == 4 and variants["int8-qat"]["qat_final_loss"] is not None
+
+
+@pytest.mark.parametrize("model_type", ["bert", "camembert", "distilbert", "electra", "mpnet", "roberta", "xlm-roberta"])
+def test_openvino_qat_graph_for_every_family(model_type, tiny_bert_dir, tmp_path):
+    """export.openvino_qat on a tiny random model of each family in compress/architectures.py: NNCF's PyTorch
+    quantizers go on, and the converted IR (quantized, with the FP32 IR's inputs) computes what they compute."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from compress.architectures import ARCHITECTURES
+    from compress.student import student_config
+    from export.onnx_export import export_fp32
+    from export.openvino_export import OpenVINOSession, convert_to_ir, input_names
+    from export.openvino_qat import quantize_for_training, save_ir
+    from export.parity import compare, encode
+    from tests.tiny_models import SAMPLE_TEXT
+
+    assert model_type in ARCHITECTURES
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    base = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path / model_type
+    AutoModel.from_config(student_config(base, ARCHITECTURES[model_type], layers=2, hidden=32, heads=2)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ir = convert_to_ir(export_fp32(folder, tmp_path / "onnx", task="feature-extraction", opset=18), tmp_path / "ir")
+    names = input_names(ir)  # the shared BERT tokenizer gives token types that not every family takes
+    batches = [{k: v for k, v in batch.items() if k in names} for batch in encode(tokenizer, SAMPLE_TEXT[:24])]
+    model = quantize_for_training(AutoModel.from_pretrained(folder), names, batches[:1])
+    out = save_ir(model, names, batches[0], tmp_path / "qat", ir)
+    assert input_names(out) == names and _ops(out / "openvino_model.xml").get("FakeQuantize", 0) >= 8
+    assert compare(model, OpenVINOSession(out, "fp32"), batches).mean_cosine > 0.9999

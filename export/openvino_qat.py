@@ -1,0 +1,82 @@
+"""Quantization-aware retraining for OpenVINO's INT8: NNCF's quantizers on the PyTorch student, trained with the
+relation loss, and the trained model converted to IR as it is.
+
+NNCF's PyTorch backend quantizes the student itself (``nncf.quantize``, the transformer preset, calibrated on
+the same lines as the IR's post-training INT8): the model keeps its Hugging Face class and modules, and hooks
+hold FakeQuantize ops whose ranges are trainable parameters. :func:`export.qat.retrain` then trains weights and
+ranges together against the FP32 reference, and :func:`save_ir` converts the result (``ov.convert_model``) into
+an IR whose FakeQuantize ops OpenVINO compiles to INT8: the model that was trained, with no second calibration.
+This is NNCF's own QAT recipe (quantize, fine-tune, convert); ``export.qat.prepare`` imitates ORT's dynamic
+scheme instead, which has no ranges to learn.
+
+The student must use SDPA attention (transformers' default) so that OpenVINO fuses its attention as it does
+for the ONNX graph (ScaledDotProductAttention); the converted IR has the FP32 IR's inputs and one output,
+``last_hidden_state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.errors import UserError, first_line
+from export.openvino_export import IR_FILE, copy_side_files, feed, require_openvino
+
+log = logging.getLogger(__name__)
+
+
+def _torch_feed(names: list[str], batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in feed(names, batch).items()}
+
+
+def quantize_for_training(model: torch.nn.Module, names: list[str],
+                          calibration: list[dict[str, np.ndarray]]) -> torch.nn.Module:
+    """``model`` (in eval mode, SDPA attention) with NNCF's INT8 quantizers, ranges calibrated on ``calibration``
+    (batches as :func:`export.parity.encode` makes them) and fed as ``names`` (the IR's inputs); the returned
+    module is ``model`` itself, ready to train."""
+    require_openvino(with_nncf=True)
+    import nncf
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    rows = sum(len(b["input_ids"]) for b in calibration)
+    log.info("openvino-int8-qat: NNCF quantizers on the PyTorch student, calibrated on %d lines", rows)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+            return nncf.quantize(model.eval(), nncf.Dataset(calibration, lambda batch: _torch_feed(names, batch)),
+                                 model_type=nncf.ModelType.TRANSFORMER, subset_size=max(rows, 1))
+    except Exception as err:
+        raise UserError(f"NNCF could not quantize the PyTorch student ({first_line(err)}): export without --qat for "
+                        "OpenVINO (openvino-int8 is made from the IR), or report the model family") from None
+
+
+def save_ir(model: torch.nn.Module, names: list[str], example: dict[str, np.ndarray], out_dir: Path,
+            side_files_from: Path) -> Path:
+    """``out_dir/openvino_model.xml`` (+ ``.bin``) converted from the NNCF-quantized ``model``, traced on
+    ``example`` (one batch), with inputs named ``names`` and the single output ``last_hidden_state``; the
+    config and tokenizer files are copied from ``side_files_from``."""
+    ov = require_openvino()
+    model.eval()
+    inputs = _torch_feed(names, example)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer's notes on NNCF's constant quantizer levels: they are constants in the deployed graph too
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            converted = ov.convert_model(model, example_input=inputs)
+    except Exception as err:
+        raise UserError(f"OpenVINO cannot convert the retrained student ({first_line(err)}): export without --qat "
+                        "for OpenVINO, or report the model family") from None
+    for port, name in zip(converted.inputs, inputs):  # the tracer adds internal names beside the argument's
+        port.get_tensor().set_names({name})
+    hidden = converted.outputs[0]
+    hidden.get_tensor().set_names({"last_hidden_state"})
+    single = ov.Model([hidden], converted.get_parameters(), "student")  # the pooler's output goes, as in the ONNX
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(single, str(out_dir / IR_FILE), compress_to_fp16=False)
+    copy_side_files(side_files_from, out_dir)
+    return out_dir
