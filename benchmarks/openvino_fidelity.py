@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="text (file, folder or glob) for calibration and the held-out set")
     ap.add_argument("--calibration", type=int, default=300)
     ap.add_argument("--held-out", type=int, default=800)
-    ap.add_argument("--settings", default="transformer,sq0.5,mixed", help="NNCF settings to quantize with ('' for none)")
+    ap.add_argument("--settings", default="transformer,sq0.5,mixed",
+                    help="NNCF settings to quantize with ('' for none): transformer (the export's), mixed, sqALPHA "
+                         "(SmoothQuant strength), keep:REGEX (matmuls whose names match stay in float)")
     ap.add_argument("--score", action="append", default=[], metavar="NAME=FOLDER", help="also score this exported IR")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -66,6 +68,8 @@ def main() -> None:
     options = {"transformer": {}, "mixed": {"preset": nncf.QuantizationPreset.MIXED}}
     settings = [name for name in args.settings.split(",") if name]
     for name in settings:
+        if name.startswith("keep:"):  # the matmuls whose names match this regex stay in float (NNCF's ignored scope)
+            options[name] = {"ignored_scope": nncf.IgnoredScope(patterns=[f".*(?:{name[5:]}).*"], validate=False)}
         if name.startswith("sq"):
             alpha = AdvancedSmoothQuantParameters(matmul=float(name[2:]))
             options[name] = {"advanced_parameters": AdvancedQuantizationParameters(smooth_quant_alphas=alpha)}
@@ -77,12 +81,12 @@ def main() -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
             quantized = nncf.quantize(core.read_model(str(args.ir / IR_FILE)), nncf.Dataset(calib, lambda b: feed(names, b)),
                                       model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib_lines), **options[name])
-        folder = (work or Path("/tmp")) / f"openvino-int8-{name}"
+        folder = (work or Path("/tmp")) / ("openvino-int8-" + "".join(c if c.isalnum() else "_" for c in name))
         folder.mkdir(parents=True, exist_ok=True)
         ov.save_model(quantized, str(folder / IR_FILE), compress_to_fp16=False)
         report = compare(model, OpenVINOSession(folder, "fp32"), batches).as_dict()
         results[f"int8-{name}"] = {k: report.get(k) for k in KEYS} | {"quantize_s": round(time.perf_counter() - t0, 1)}
-        print(f"int8 {name:>12}: " + json.dumps(results[f"int8-{name}"]), flush=True)
+        print(f"int8 {name:>24}: " + json.dumps(results[f"int8-{name}"]), flush=True)
     for spec in args.score:
         name, folder = spec.split("=", 1)
         report = compare(model, OpenVINOSession(Path(folder), "fp32"), batches).as_dict()

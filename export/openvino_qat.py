@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from compress.errors import UserError, first_line
 from export.openvino_export import IR_FILE, copy_side_files, feed, require_openvino
 
 log = logging.getLogger(__name__)
+# NNCF compiles its PyTorch quantization kernels on first use (once per torch version; cached under
+# ~/.cache/torch_extensions) and gives up after 60 s, which a loaded 2-core machine exceeds: allow 10 minutes
+# unless the user has set NNCF's own variable. Without a compiler NNCF falls back to plain torch operations.
+EXTENSION_TIMEOUT_S = "600"
 
 
 def _torch_feed(names: list[str], batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -44,13 +49,19 @@ def quantize_for_training(model: torch.nn.Module, names: list[str],
     import nncf
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_TIMEOUT_S)
     rows = sum(len(b["input_ids"]) for b in calibration)
-    log.info("openvino-int8-qat: NNCF quantizers on the PyTorch student, calibrated on %d lines", rows)
+    log.info("openvino-int8-qat: NNCF quantizers on the PyTorch student, calibrated on %d lines (the first run "
+             "compiles NNCF's CPU kernels: a minute or two, once)", rows)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
             return nncf.quantize(model.eval(), nncf.Dataset(calibration, lambda batch: _torch_feed(names, batch)),
                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=max(rows, 1))
     except Exception as err:
+        if "extension load function failed" in str(err):  # NNCF's compile timed out, or a stale lock file blocks it
+            raise UserError(f"NNCF could not build its CPU kernels in time ({first_line(err)}): remove "
+                            "~/.cache/torch_extensions/*/nncf (a build killed halfway leaves a lock), or raise "
+                            "NNCF_EXTENSION_LOAD_TIMEOUT (seconds), then run the export again") from None
         raise UserError(f"NNCF could not quantize the PyTorch student ({first_line(err)}): export without --qat for "
                         "OpenVINO (openvino-int8 is made from the IR), or report the model family") from None
 
