@@ -79,12 +79,12 @@ def openvino_qat_variant(args, lines: list[str], held_out: set[str], work: Path,
     from compress.architectures import arch_spec
     from compress.config import TrainConfig
     from export.openvino_export import input_names
-    from export.openvino_qat import quantize_for_training, save_ir
+    from export.openvino_qat import load_for_training, quantize_for_training, save_ir
     from export.qat import retrain
 
     names = input_names(work.parent / "openvino-fp32")
     reference = AutoModel.from_pretrained(args.model).eval()
-    student = quantize_for_training(AutoModel.from_pretrained(args.model, attn_implementation="sdpa"), names, calibration)
+    student = quantize_for_training(load_for_training(args.model), names, calibration)
     spec = arch_spec(student.config.model_type)
     cfg = TrainConfig(steps=args.qat_steps, batch_size=32, lr=lr, weight_decay=0.0, warmup_steps=0,
                       checkpoint_every=10**9, log_every=10, device="cpu")

@@ -84,15 +84,15 @@ def ours(model_dir: Path, work: Path, hidden: int, lines: list[str],
 
 def openvino_qat_graph(model_dir: Path, work: Path, lines: list[str]) -> Path:
     """The IR `--qat --runtime openvino` ships, before retraining: export.openvino_qat's quantizers and conversion."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from export.openvino_export import input_names
-    from export.openvino_qat import quantize_for_training, save_ir
+    from export.openvino_qat import load_for_training, quantize_for_training, save_ir
     from export.parity import encode
 
     ir_fp32 = work / "export" / "openvino-fp32"
     names, calibration = input_names(ir_fp32), encode(AutoTokenizer.from_pretrained(model_dir), lines[:256])
-    model = quantize_for_training(AutoModel.from_pretrained(model_dir, attn_implementation="sdpa"), names, calibration)
+    model = quantize_for_training(load_for_training(model_dir), names, calibration)
     return save_ir(model, names, calibration[0], work / "openvino-int8-qat", ir_fp32)
 
 

@@ -30,7 +30,7 @@ from compress.errors import UserError, first_line
 from export.openvino_export import IR_FILE, copy_side_files, feed, require_openvino
 
 log = logging.getLogger(__name__)
-# NNCF compiles its PyTorch quantization kernels on first use (once per torch version; cached under
+# NNCF compiles its PyTorch quantization kernels on first use (again for each new environment; cached under
 # ~/.cache/torch_extensions) and gives up after 60 s, which a loaded 2-core machine exceeds: allow 10 minutes
 # unless the user has set NNCF's own variable. Without a compiler NNCF falls back to plain torch operations.
 EXTENSION_TIMEOUT_S = "600"
@@ -38,6 +38,19 @@ EXTENSION_TIMEOUT_S = "600"
 
 def _torch_feed(names: list[str], batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in feed(names, batch).items()}
+
+
+def load_for_training(model_dir: Path) -> torch.nn.Module:
+    """The encoder in ``model_dir`` with SDPA attention, so that OpenVINO fuses its attention as it does for the
+    ONNX graph; a family without SDPA in this transformers loads with its default (correct, attention unfused)."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(model_dir, attn_implementation="sdpa")
+    except (ValueError, ImportError) as err:
+        log.warning("openvino-int8-qat: no SDPA attention for %s here (%s); its IR keeps the attention unfused",
+                    model_dir, first_line(err))
+        return AutoModel.from_pretrained(model_dir)
 
 
 def quantize_for_training(model: torch.nn.Module, names: list[str],

@@ -379,19 +379,11 @@ def _openvino_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, token
                   retrain_in, common) -> dict[str, Any]:
     """openvino-int8-qat: NNCF's quantizers on the PyTorch student (calibrated on the lines openvino-int8 uses),
     retrained with the relation loss, converted to IR with its trained ranges (:mod:`export.openvino_qat`)."""
-    from transformers import AutoModel
-
     from export.openvino_export import IR_FILE, OpenVINOSession, ir_size, input_names
-    from export.openvino_qat import quantize_for_training, save_ir
+    from export.openvino_qat import load_for_training, quantize_for_training, save_ir
 
     names = input_names(out / "openvino-fp32")
-    try:  # SDPA, so that OpenVINO fuses the attention as it does for the ONNX graph
-        student = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa")
-    except (ValueError, ImportError) as err:  # a family without SDPA in this transformers: correct, slower
-        log.warning("openvino-int8-qat: %s has no SDPA attention here (%s); its IR keeps the attention unfused",
-                    model.config.model_type, first_line(err))
-        student = AutoModel.from_pretrained(model_dir)
-    student = quantize_for_training(student, names, encode(tokenizer, calib_texts))
+    student = quantize_for_training(load_for_training(model_dir), names, encode(tokenizer, calib_texts))
     # NNCF's post-training INT8 of the student before any retraining, against the FP32 IR (≈ PyTorch FP32)
     before = compare(student.eval(), OpenVINOSession(out / "openvino-fp32", "fp32"), batches)
     metrics = retrain_in(student, run_dir.export_dir() / QAT_WORK_OPENVINO)
