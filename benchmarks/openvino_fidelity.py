@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed
 
 from compress.corpus import expand_pattern, sample_lines  # noqa: E402
 from compress.prepare_data import text_sources  # noqa: E402
-from export.openvino_export import IR_FILE, OpenVINOSession, feed, require_openvino  # noqa: E402
+from export.openvino_export import IR_FILE, OpenVINOSession, feed, input_names, require_openvino  # noqa: E402
 from export.parity import compare, encode  # noqa: E402
 
 KEYS = ("mean_cosine", "min_cosine", "nn_agreement", "nn_agreement_clear", "nn_clear_share", "samples")
@@ -64,7 +64,7 @@ def main() -> None:
     model = AutoModel.from_pretrained(args.reference).eval()
     calib, batches = encode(tokenizer, calib_lines), encode(tokenizer, held_out)
     core = ov.Core()
-    names = [i.get_any_name() for i in core.read_model(str(args.ir / IR_FILE)).inputs]
+    names = input_names(args.ir)
     options = {"transformer": {}, "mixed": {"preset": nncf.QuantizationPreset.MIXED}}
     settings = [name for name in args.settings.split(",") if name]
     for name in settings:

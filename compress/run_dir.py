@@ -46,11 +46,10 @@ DISTILL, STUDENT, FINETUNE, EXPORT, BENCH = "distill", "student", "finetune", "e
 EVAL_FILE = "eval.json"
 PARITY_FILE = "parity.json"
 PROVENANCE_FILE = "provenance.json"
-# The ONNX variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and the
-# folder of QAT's checkpoints beside them.
+# The variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and for each QAT
+# variant the work folder of its retraining's checkpoints beside them.
 EXPORT_VARIANTS = ("fp32", "int8", "int8-qat", "openvino-fp32", "openvino-int8", "openvino-int8-qat")
-QAT_WORK = "qat"
-QAT_WORK_OPENVINO = "qat-openvino"
+QAT_WORK = {"int8-qat": "qat", "openvino-int8-qat": "qat-openvino"}
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
               "onnxruntime-gpu", "openvino", "nncf", "sentence-transformers", "relation-compress")
 
@@ -180,13 +179,17 @@ class RunDir:
         """The manifest's stage name of a model's export: ``export`` or ``export/<name>``."""
         return EXPORT if model == STUDENT else f"{EXPORT}/{model}"
 
+    def qat_work_dir(self, variant: str) -> Path:
+        """The work folder of a QAT variant's retraining (its checkpoints): ``export/qat/``, ``export/qat-openvino/``."""
+        return self.export_dir() / QAT_WORK[variant]
+
     def exported_models(self) -> list[tuple[str, Path]]:
         """(model, export folder) of every model with a finished export (its parity.json lists the variants)."""
         root = self.export_dir()
         if not root.is_dir():
             return []
         roots = [(STUDENT, root)] + [(p.name, p) for p in sorted(root.iterdir())
-                                     if p.is_dir() and p.name not in EXPORT_VARIANTS and p.name not in (QAT_WORK, QAT_WORK_OPENVINO)
+                                     if p.is_dir() and p.name not in EXPORT_VARIANTS and p.name not in QAT_WORK.values()
                                      and not p.name.startswith(".")]
         return [(model, folder) for model, folder in roots if (folder / PARITY_FILE).is_file()]
 

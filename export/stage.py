@@ -15,7 +15,7 @@ from compress.corpus import expand_pattern, sample_lines
 from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
 from compress.run_dir import (
-    DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, QAT_WORK_OPENVINO, STUDENT, RunDir, atomic_write_text,
+    DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, STUDENT, RunDir, atomic_write_text,
     library_versions, now, read_provenance, sha256_of, write_provenance,
 )
 from compress.sentence_modules import copy_sentence_modules
@@ -111,9 +111,8 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
     model_dir, task = _model_dir(run_dir, cfg)
     if cfg.qat and cfg.model != "student":
         raise UserError("--qat retrains the task-agnostic student: export it with --qat, and other models with --int8")
-    qat_dirs = [run_dir.export_dir() / work for work in (QAT_WORK, QAT_WORK_OPENVINO)]
-    if resume and cfg.qat and not any((work / "checkpoint.pt").exists() for work in qat_dirs):
-        raise UserError(f"nothing to resume in {qat_dirs[0].parent} (no QAT checkpoint): run the export without --resume")
+    if resume and cfg.qat and not any((run_dir.qat_work_dir(v) / "checkpoint.pt").exists() for v in QAT_WORK):
+        raise UserError(f"nothing to resume in {run_dir.export_dir()} (no QAT checkpoint): run the export without --resume")
     out = run_dir.export_dir(cfg.model)
     stage = run_dir.export_stage(cfg.model)
 
@@ -223,7 +222,7 @@ def _publish(staging: Path, out: Path, report: dict[str, Any]) -> None:
         if name in report["variants"]:
             (staging / name).rename(out / name)
     os.replace(staging / PARITY_FILE, out / PARITY_FILE)
-    for variant, work in (("int8-qat", QAT_WORK), ("openvino-int8-qat", QAT_WORK_OPENVINO)):
+    for variant, work in QAT_WORK.items():
         if variant not in report["variants"]:
             shutil.rmtree(out / work, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
@@ -342,11 +341,11 @@ def _ort_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer,
     as ``int8`` is (the fake quantization is removed first: the weights carry what was learnt)."""
     from transformers import AutoModel
 
-    from export.qat import fake_quantized, prepare
+    from export.qat import fake_quantized
 
     student = AutoModel.from_pretrained(model_dir)
     reduce_range = needs_reduced_range(features)
-    qat_dir = run_dir.export_dir() / QAT_WORK
+    qat_dir = run_dir.qat_work_dir("int8-qat")
     with fake_quantized(student, spec, reduce_range=reduce_range, embeddings=cfg.quantize_embeddings):
         metrics = retrain_in(student, qat_dir)
     student.cpu().eval()
@@ -358,8 +357,8 @@ def _ort_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, tokenizer,
             src, dst, reduce_range=reduce_range, quantize_embeddings=cfg.quantize_embeddings), source)
     session = _session(tmp / "model.onnx")
     result = compare(model, session, batches)  # fidelity to the distilled FP32 student
-    prepare(student, spec, reduce_range=reduce_range, embeddings=cfg.quantize_embeddings)
-    fake_quant = compare(student, session, batches)  # ORT INT8 against the fake-quantized PyTorch model
+    with fake_quantized(student, spec, reduce_range=reduce_range, embeddings=cfg.quantize_embeddings):
+        fake_quant = compare(student, session, batches)  # ORT INT8 against the fake-quantized PyTorch model
     _accept(tmp, out / "int8-qat", result, cfg, "dynamic, after QAT",
             hint="retrain more gently (fewer --qat-steps, a lower qat_train.lr)")
     shutil.rmtree(fp32_dir, ignore_errors=True)
@@ -386,7 +385,7 @@ def _openvino_qat(cfg, run_dir: RunDir, out: Path, model_dir: Path, model, token
     student = quantize_for_training(load_for_training(model_dir), names, encode(tokenizer, calib_texts))
     # NNCF's post-training INT8 of the student before any retraining, against the FP32 IR (≈ PyTorch FP32)
     before = compare(student.eval(), OpenVINOSession(out / "openvino-fp32", "fp32"), batches)
-    metrics = retrain_in(student, run_dir.export_dir() / QAT_WORK_OPENVINO)
+    metrics = retrain_in(student, run_dir.qat_work_dir("openvino-int8-qat"))
     student.cpu().eval()
     tmp = out / ".openvino-int8-qat.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
