@@ -396,7 +396,8 @@ def _machine_section(results: Mapping[str, Any]) -> list[str]:
              f"sequence lengths {', '.join(map(str, s['seq_lengths']))}; "
              f"threads {s['threads'] if s['threads'] is not None else 'default'}; warm-up {s['warmup']} calls; "
              f"at least {s['min_time_s']:g} s" + (f" and {s['min_runs']} calls" if "min_runs" in s else "")
-             + " per measurement."]
+             + " per measurement"
+             + (f", in {s['rounds']} alternating rounds over all variants." if s.get("rounds", 1) > 1 else ".")]
     if m.get("cpu"):
         cores = f"{m.get('physical_cores', '?')} physical / {m.get('logical_cores', '?')} logical cores"
         if m.get("usable_cpus") not in (None, m.get("logical_cores")):

@@ -24,7 +24,7 @@ from bench.ort_session import SessionRunner, make_feeds, providers_used
 from export.sessions import check_provider, make_session
 from bench.report import make_results, timing_row, write_report
 from bench.tasks import TaskSpec, load_task
-from bench.timing import measure
+from bench.timing import ShapeSamples, time_calls
 from bench.tokenization import load_tokenizer
 from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
@@ -150,8 +150,10 @@ def _max_positions(folder: Path) -> int:
     return config.get("max_position_embeddings", 512) - offset
 
 
-def time_onnx(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
-    rows = []
+def time_onnx(variant: Variant, cfg: BenchConfig, texts: list[str], *, min_time_s: float,
+              min_runs: int) -> list[ShapeSamples]:
+    """One timing round of an ONNX variant: a fresh session per provider, each shape warmed up and timed."""
+    rounds = []
     tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
     for provider in cfg.providers:
         session = make_session(variant.path / "model.onnx", provider, cfg.threads,
@@ -160,36 +162,71 @@ def time_onnx(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[dict
         for seq_len in cfg.seq_lengths:
             for batch in cfg.batch_sizes:
                 runner = SessionRunner(session, make_feeds(tokenizer, texts, batch, seq_len, names), provider)
-                stats = measure(runner, warmup=cfg.warmup, min_time_s=cfg.min_time_s, min_runs=cfg.min_runs)
-                rows.append(timing_row(variant.name, provider, batch, seq_len, cfg.threads, stats,
-                                       providers_used=providers_used(session)))
-                log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s", variant.name, provider, batch, seq_len,
-                         stats.p50_ms, rows[-1]["sequences_per_s"])
-    return rows
+                seconds = time_calls(runner, warmup=cfg.warmup, min_time_s=min_time_s, min_runs=min_runs)
+                rounds.append(ShapeSamples(provider, batch, seq_len, seconds, providers_used(session)))
+        del session
+    return rounds
 
 
-def time_openvino(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
-    """OpenVINO's CPU plugin, timed by the same harness on the same inputs as ONNX Runtime's CPU provider (the rows
-    carry provider ``cpu``, so both runtimes share one table, Pareto front and recommendation)."""
+def time_openvino(variant: Variant, cfg: BenchConfig, texts: list[str], *, min_time_s: float,
+                  min_runs: int) -> list[ShapeSamples]:
+    """One timing round of an OpenVINO variant on its CPU plugin, by the same harness on the same inputs as ONNX
+    Runtime's CPU provider (the rows carry provider ``cpu``, so both runtimes share one table, Pareto front and
+    recommendation)."""
     from export.openvino_export import OpenVINOSession
 
     if "cpu" not in cfg.providers:
-        log.info("%s: OpenVINO variants run on the CPU; skipped (providers: %s)", variant.name, ", ".join(cfg.providers))
         return []
     session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32", cfg.threads)
     tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
-    rows = []
+    rounds = []
     for seq_len in cfg.seq_lengths:
         for batch in cfg.batch_sizes:
             feeds = make_feeds(tokenizer, texts, batch, seq_len, session.names)
             request = session.request
-            request.infer(feeds)  # the first call with a new shape compiles for it; measure() warms up too
-            stats = measure(lambda: request.infer(feeds), warmup=cfg.warmup, min_time_s=cfg.min_time_s,
-                            min_runs=cfg.min_runs)
-            rows.append(timing_row(variant.name, "cpu", batch, seq_len, cfg.threads, stats,
-                                   providers_used=[f"OpenVINO CPU ({session.inference_precision})"]))
-            log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s", variant.name, "openvino", batch, seq_len,
-                     stats.p50_ms, rows[-1]["sequences_per_s"])
+            request.infer(feeds)  # the first call with a new shape compiles for it; time_calls() warms up too
+            seconds = time_calls(lambda: request.infer(feeds), warmup=cfg.warmup, min_time_s=min_time_s,
+                                 min_runs=min_runs)
+            rounds.append(ShapeSamples("cpu", batch, seq_len, seconds,
+                                       [f"OpenVINO CPU ({session.inference_precision})"]))
+    return rounds
+
+
+def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
+    """Timing rows of every variant × provider × batch × length, measured in ``cfg.rounds`` alternating rounds:
+    each round opens every variant in turn (in reverse order every other round, so none is always first or last)
+    and times each shape for ``min_time_s / rounds`` seconds; a row pools its samples over the rounds. A slow
+    minute of the machine is then spread over all variants instead of landing on one row, and only one variant's
+    session is held at a time."""
+    from bench.timing import TimingStats
+
+    if any(v.format == "openvino" for v in variants) and "cpu" not in cfg.providers:
+        log.info("OpenVINO variants run on the CPU; not timed (providers: %s)", ", ".join(cfg.providers))
+    share = {"min_time_s": cfg.min_time_s / cfg.rounds, "min_runs": -(-cfg.min_runs // cfg.rounds)}
+    pooled: dict[tuple[str, str, int, int], ShapeSamples] = {}
+    for r in range(cfg.rounds):
+        log.info("timing round %d/%d", r + 1, cfg.rounds)
+        for variant in variants if r % 2 == 0 else variants[::-1]:
+            if variant.format == "onnx":
+                shapes = time_onnx(variant, cfg, texts, **share)
+            elif variant.format == "openvino":
+                shapes = time_openvino(variant, cfg, texts, **share)
+            else:
+                from bench.torch_timing import time_torch
+
+                shapes = time_torch(variant, cfg, texts, **share)
+            for shape in shapes:
+                key = (variant.name, shape.provider, shape.batch, shape.seq_len)
+                if key in pooled:
+                    pooled[key].seconds += shape.seconds
+                else:
+                    pooled[key] = shape
+    rows = []
+    for (name, provider, batch, seq_len), shape in pooled.items():  # round 1's order: the variants' order
+        stats = TimingStats.from_samples(shape.seconds)
+        rows.append(timing_row(name, provider, batch, seq_len, cfg.threads, stats, providers_used=shape.providers_used))
+        log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s  (%s)", name, provider, batch, seq_len,
+                 stats.p50_ms, rows[-1]["sequences_per_s"], shape.providers_used[0] if shape.providers_used else "")
     return rows
 
 
@@ -297,16 +334,7 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
     log.info("benchmarking %d variants on %s: batches %s × lengths %s", len(variants), ", ".join(cfg.providers),
              cfg.batch_sizes, cfg.seq_lengths)
 
-    timings = []
-    for variant in variants:
-        if variant.format == "onnx":
-            timings += time_onnx(variant, cfg, texts)
-        elif variant.format == "openvino":
-            timings += time_openvino(variant, cfg, texts)
-        else:
-            from bench.torch_timing import time_torch
-
-            timings += time_torch(variant, cfg, texts)
+    timings = time_variants(variants, cfg, texts)
     records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else openvino_parameters(v.path)
                         if v.format == "openvino" else _torch_parameters(v)) for v in variants]
     scores = score_variants(variants, tasks, cfg.providers[0]) if tasks else []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TimingStats", "measure", "throughput"]
+__all__ = ["ShapeSamples", "TimingStats", "measure", "time_calls", "throughput"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,29 @@ class TimingStats:
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TimingStats))
 
 
+@dataclass
+class ShapeSamples:
+    """One timing round of one model on one provider × batch × length: each call's seconds, and what ran it."""
+
+    provider: str
+    batch: int
+    seq_len: int
+    seconds: list[float]
+    providers_used: list[str]
+
+
 def measure(fn: Callable[[], object], *, warmup: int = 5, min_time_s: float = 1.0, min_runs: int = 10,
             max_runs: int | None = None) -> TimingStats:
+    """The statistics of :func:`time_calls`."""
+    return TimingStats.from_samples(time_calls(fn, warmup=warmup, min_time_s=min_time_s, min_runs=min_runs,
+                                               max_runs=max_runs))
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int = 5, min_time_s: float = 1.0, min_runs: int = 10,
+               max_runs: int | None = None) -> list[float]:
     """Call ``fn()`` ``warmup`` times untimed, then time single calls until at least ``min_runs`` calls AND at
     least ``min_time_s`` seconds (measured from the first timed call) have passed; ``max_runs`` (if given)
-    stops earlier whatever the time.
+    stops earlier whatever the time. Returns each call's duration in seconds.
 
     The garbage collector is paused during the timed calls (as :mod:`timeit` does) and restored after, so a
     collection of unrelated objects does not land in one sample; reference counting still frees ``fn``'s
@@ -100,7 +118,7 @@ def measure(fn: Callable[[], object], *, warmup: int = 5, min_time_s: float = 1.
     finally:
         if gc_was_enabled:
             gc.enable()
-    return TimingStats.from_samples(samples)
+    return samples
 
 
 def throughput(stats: TimingStats, batch: int, seq_len: int) -> dict[str, float]:

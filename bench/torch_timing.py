@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import torch
 
 from bench.ort_session import make_feeds
-from bench.report import timing_row
-from bench.timing import measure
+from bench.timing import ShapeSamples, time_calls
 from compress.config import BenchConfig
-
-log = logging.getLogger(__name__)
 
 
 def _load(variant):
@@ -30,11 +24,11 @@ def parameter_count(variant) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def time_torch(variant, cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
-    """Timing rows of one PyTorch variant: provider ``cpu`` on the CPU, ``cuda`` on the GPU."""
+def time_torch(variant, cfg: BenchConfig, texts: list[str], *, min_time_s: float, min_runs: int) -> list[ShapeSamples]:
+    """One timing round of a PyTorch variant: provider ``cpu`` on the CPU, ``cuda`` on the GPU."""
     model, tokenizer = _load(variant)
     names = ("input_ids", "attention_mask") + (("token_type_ids",) if model.config.type_vocab_size > 1 else ())
-    rows = []
+    rounds = []
     for provider in cfg.providers:
         if provider == "tensorrt":
             continue  # TensorRT is an ONNX Runtime provider; PyTorch is measured on cpu and cuda
@@ -54,8 +48,6 @@ def time_torch(variant, cfg: BenchConfig, texts: list[str]) -> list[dict[str, An
                     if device.type == "cuda":
                         torch.cuda.synchronize()
 
-                stats = measure(call, warmup=cfg.warmup, min_time_s=cfg.min_time_s, min_runs=cfg.min_runs)
-                rows.append(timing_row(variant.name, provider, batch, seq_len, cfg.threads, stats,
-                                       providers_used=[f"torch {torch.__version__} {device.type}"]))
-                log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms", variant.name, provider, batch, seq_len, stats.p50_ms)
-    return rows
+                seconds = time_calls(call, warmup=cfg.warmup, min_time_s=min_time_s, min_runs=min_runs)
+                rounds.append(ShapeSamples(provider, batch, seq_len, seconds, [f"torch {torch.__version__} {device.type}"]))
+    return rounds

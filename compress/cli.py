@@ -263,6 +263,7 @@ def bench(
     task: Optional[List[str]] = typer.Option(None, help="task to score every variant on (repeat); see configs/tasks/"),
     warmup: Optional[int] = typer.Option(None, help="untimed calls first (default 5)"),
     min_time: Optional[float] = typer.Option(None, help="seconds each measurement lasts at least (default 1)"),
+    rounds: Optional[int] = typer.Option(None, help="alternating rounds over all variants, each min-time/rounds (default 3)"),
     torch: bool = typer.Option(False, "--torch", help="also time and score the teacher and student in PyTorch"),
     text: Optional[List[str]] = typer.Option(None, help="text to cut the inputs from (default: the distill corpora)"),
     out: Optional[Path] = typer.Option(None, help="report folder (default: RUN/bench; required for several runs)"),
@@ -288,7 +289,7 @@ def bench(
 
     flags = {"providers": provider or None, "batch_sizes": ints(batch_sizes, "--batch-sizes"),
              "seq_lengths": ints(seq_lengths, "--seq-lengths"), "threads": threads, "tasks": task or None,
-             "warmup": warmup, "min_time_s": min_time, "torch": torch or None, "text": text or None}
+             "warmup": warmup, "min_time_s": min_time, "rounds": rounds, "torch": torch or None, "text": text or None}
     cfg = build_config(BenchConfig, overrides=overrides, flags=flags)
     report = out or RunDir(runs[0]).bench_dir
     results = stage.run(cfg, runs, report)

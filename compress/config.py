@@ -201,6 +201,7 @@ class BenchConfig(_Strict):
     warmup: int = Field(5, ge=0)
     min_time_s: float = Field(1.0, ge=0)
     min_runs: int = Field(10, ge=1)
+    rounds: int = Field(3, ge=1, description="alternating timing rounds over all variants (each gets min_time_s / rounds)")
     torch: bool = Field(False, description="also time the teacher and student in PyTorch")
     text: list[str] = Field(default_factory=list, description="text for the timed inputs (default: the distill corpora)")
     max_eval_examples: int | None = Field(None, ge=10, description="cap every task's examples (quick runs)")

@@ -12,7 +12,7 @@ case $MODE in
   demo)
     RUN=${2:-runs/demo}; PRESET=configs/distill/demo-multilingual.yaml; TEACHER=e5; CORPUS=chatterbot
     TASKS=(--task sentiment-en --task langid --task bitext --task fidelity)
-    FINETUNE=(--epochs 2 --max-train-examples 4000); QAT_STEPS=100; EVAL=1000
+    FINETUNE=(--epochs 2 --max-train-examples 4000); QAT_STEPS=50; EVAL=1000
     SHAPES=(--batch-sizes 1,8 --seq-lengths 32,128 --min-time 0.5) ;;
   quick)
     RUN=${2:-runs/quick}; PRESET=configs/distill/quick-english.yaml; TEACHER=minilm; CORPUS=chatterbot-en

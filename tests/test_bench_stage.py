@@ -85,6 +85,20 @@ def test_bench_several_runs_and_torch(runs, capsys):
     assert variants["a/student-torch-fp32"]["parameters"] > 0 and variants["a/student-torch-fp32"]["format"] == "torch"
 
 
+def test_bench_pools_alternating_rounds(runs, capsys):
+    """--rounds R times every variant R times in turn, min_runs / R calls each, and a row pools the R rounds."""
+    out = runs["base"] / "rounds"
+    args = ["bench", runs["a"], "--rounds", "4", "--batch-sizes", "1", "--seq-lengths", "16", "--min-time", "0",
+            "--warmup", "0", "min_runs=4", "--out", out]
+    result = run_cli(args, capsys)
+    assert result.code == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["rounds"] == 4
+    # min_time 0: each round stops after its one call, so every row holds exactly one sample per round
+    assert [t["runs"] for t in results["timings"]] == [4] * len(results["variants"])
+    assert "in 4 alternating rounds over all variants" in (out / "results.md").read_text()
+
+
 def test_bench_does_not_import_torch_for_onnx_variants(runs):
     code = ("import sys; from pathlib import Path; from bench import stage; from compress.config import BenchConfig; "
             f"stage.run(BenchConfig(batch_sizes=[1], seq_lengths=[16], min_time_s=0.0, min_runs=1, warmup=0), "
