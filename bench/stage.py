@@ -11,7 +11,9 @@ Nothing here imports torch unless ``--torch`` is given.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from bench.ort_session import SessionRunner, make_feeds, providers_used
 from export.sessions import check_provider, make_session
 from bench.report import make_results, timing_row, write_report
 from bench.tasks import TaskSpec, load_task
-from bench.timing import ShapeSamples, time_calls
+from bench.timing import TimedCall, time_calls
 from bench.tokenization import load_tokenizer
 from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
@@ -150,83 +152,109 @@ def _max_positions(folder: Path) -> int:
     return config.get("max_position_embeddings", 512) - offset
 
 
-def time_onnx(variant: Variant, cfg: BenchConfig, texts: list[str], *, min_time_s: float,
-              min_runs: int) -> list[ShapeSamples]:
-    """One timing round of an ONNX variant: a fresh session per provider, each shape warmed up and timed."""
-    rounds = []
+def onnx_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
+    """An ONNX variant ready to time: a session per provider, fed each batch × length."""
+    calls = []
     tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
     for provider in cfg.providers:
         session = make_session(variant.path / "model.onnx", provider, cfg.threads,
                                trt_cache_dir=variant.path / ".trt-cache" if provider == "tensorrt" else None)
         names = [i.name for i in session.get_inputs()]
+        used = providers_used(session)
         for seq_len in cfg.seq_lengths:
             for batch in cfg.batch_sizes:
                 runner = SessionRunner(session, make_feeds(tokenizer, texts, batch, seq_len, names), provider)
-                seconds = time_calls(runner, warmup=cfg.warmup, min_time_s=min_time_s, min_runs=min_runs)
-                rounds.append(ShapeSamples(provider, batch, seq_len, seconds, providers_used(session)))
-        del session
-    return rounds
+                calls.append(TimedCall(provider, batch, seq_len, runner, used))
+    return calls
 
 
-def time_openvino(variant: Variant, cfg: BenchConfig, texts: list[str], *, min_time_s: float,
-                  min_runs: int) -> list[ShapeSamples]:
-    """One timing round of an OpenVINO variant on its CPU plugin, by the same harness on the same inputs as ONNX
-    Runtime's CPU provider (the rows carry provider ``cpu``, so both runtimes share one table, Pareto front and
-    recommendation)."""
+def openvino_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
+    """An OpenVINO variant ready to time on its CPU plugin, fed as ONNX Runtime's CPU provider is (the rows carry
+    provider ``cpu``, so both runtimes share one table, Pareto front and recommendation)."""
     from export.openvino_export import OpenVINOSession
 
     if "cpu" not in cfg.providers:
         return []
     session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32", cfg.threads)
     tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
-    rounds = []
+    used = [f"OpenVINO CPU ({session.inference_precision})"]
+    calls = []
     for seq_len in cfg.seq_lengths:
         for batch in cfg.batch_sizes:
             feeds = make_feeds(tokenizer, texts, batch, seq_len, session.names)
             request = session.request
-            request.infer(feeds)  # the first call with a new shape compiles for it; time_calls() warms up too
-            seconds = time_calls(lambda: request.infer(feeds), warmup=cfg.warmup, min_time_s=min_time_s,
-                                 min_runs=min_runs)
-            rounds.append(ShapeSamples("cpu", batch, seq_len, seconds,
-                                       [f"OpenVINO CPU ({session.inference_precision})"]))
-    return rounds
+            request.infer(feeds)  # the first call with a new shape compiles for it
+            calls.append(TimedCall("cpu", batch, seq_len, functools.partial(request.infer, feeds), used))
+    return calls
 
 
-def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str]) -> list[dict[str, Any]]:
-    """Timing rows of every variant × provider × batch × length, measured in ``cfg.rounds`` alternating rounds:
-    each round opens every variant in turn (in reverse order every other round, so none is always first or last)
-    and times each shape for ``min_time_s / rounds`` seconds; a row pools its samples over the rounds. A slow
-    minute of the machine is then spread over all variants instead of landing on one row, and only one variant's
-    session is held at a time."""
+def _calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
+    if variant.format == "onnx":
+        return onnx_calls(variant, cfg, texts)
+    if variant.format == "openvino":
+        return openvino_calls(variant, cfg, texts)
+    from bench.torch_timing import torch_calls
+
+    return torch_calls(variant, cfg, texts)
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def timing_rounds(variants: list[Variant], cfg: BenchConfig) -> int:
+    """How many alternating rounds to time in: ``cfg.rounds`` when every variant's session can stay open (twice
+    the weights, for the runtimes' copies and buffers, within half the RAM), else 1, one variant open at a time."""
+    weights = sum(folder_size(v.path, v.format) for v in variants)
+    ram = physical_memory()
+    if cfg.rounds == 1 or ram is None or 2 * weights <= ram // 2:
+        return cfg.rounds
+    log.warning("timing in 1 round, one variant at a time: holding all %d sessions open for %d alternating rounds "
+                "needs about %.1f GB (RAM %s); the machine's drift may then land on one row, so bench fewer variants "
+                "at a time for paired figures", len(variants), cfg.rounds, 2 * weights / 1e9,
+                f"{ram / 1e9:.1f} GB")
+    return 1
+
+
+def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], rounds: int) -> list[dict[str, Any]]:
+    """Timing rows of every variant × provider × batch × length, measured in ``rounds`` alternating rounds (see
+    :func:`timing_rounds`): all sessions are opened once, then each round times every variant in turn (in reverse
+    order every other round, so none is always first or last), each shape for ``min_time_s / rounds`` seconds after
+    its warm-up; a row pools its samples over the rounds. A slow minute of the machine is then spread over all
+    variants instead of landing on one row. With one round, one variant is open at a time.
+
+    Measured on the demo's 9 variants (3.3 GB of weights, 4 shapes, ``--min-time 0.5``): 3 rounds held open 76 s and
+    4.8 GB peak RSS; 1 round 68 s and 2.7 GB; reopening each variant every round instead took 166 s and grew to
+    5.7–6.4 GB (the C library keeps much of what ONNX Runtime frees), which is why there is no such mode."""
     from bench.timing import TimingStats
 
     if any(v.format == "openvino" for v in variants) and "cpu" not in cfg.providers:
         log.info("OpenVINO variants run on the CPU; not timed (providers: %s)", ", ".join(cfg.providers))
-    share = {"min_time_s": cfg.min_time_s / cfg.rounds, "min_runs": -(-cfg.min_runs // cfg.rounds)}
-    pooled: dict[tuple[str, str, int, int], ShapeSamples] = {}
-    for r in range(cfg.rounds):
-        log.info("timing round %d/%d", r + 1, cfg.rounds)
+    share = {"warmup": cfg.warmup, "min_time_s": cfg.min_time_s / rounds, "min_runs": -(-cfg.min_runs // rounds)}
+    held: dict[str, list[TimedCall]] = {}
+    pooled: dict[tuple[str, str, int, int], tuple[list[str], list[float]]] = {}
+    for r in range(rounds):
+        if rounds > 1:
+            log.info("timing round %d/%d", r + 1, rounds)
         for variant in variants if r % 2 == 0 else variants[::-1]:
-            if variant.format == "onnx":
-                shapes = time_onnx(variant, cfg, texts, **share)
-            elif variant.format == "openvino":
-                shapes = time_openvino(variant, cfg, texts, **share)
-            else:
-                from bench.torch_timing import time_torch
-
-                shapes = time_torch(variant, cfg, texts, **share)
-            for shape in shapes:
-                key = (variant.name, shape.provider, shape.batch, shape.seq_len)
-                if key in pooled:
-                    pooled[key].seconds += shape.seconds
-                else:
-                    pooled[key] = shape
+            calls = held.get(variant.name) or _calls(variant, cfg, texts)
+            if rounds > 1:
+                held[variant.name] = calls
+            for timed in calls:
+                key = (variant.name, timed.provider, timed.batch, timed.seq_len)
+                pooled.setdefault(key, (timed.providers_used, []))[1].extend(time_calls(timed.call, **share))
+            calls = timed = None  # with one round, the last call holds its session: let it go before the next opens
+    held.clear()
     rows = []
-    for (name, provider, batch, seq_len), shape in pooled.items():  # round 1's order: the variants' order
-        stats = TimingStats.from_samples(shape.seconds)
-        rows.append(timing_row(name, provider, batch, seq_len, cfg.threads, stats, providers_used=shape.providers_used))
+    for (name, provider, batch, seq_len), (used, seconds) in pooled.items():  # round 1's order: the variants'
+        stats = TimingStats.from_samples(seconds)
+        rows.append(timing_row(name, provider, batch, seq_len, cfg.threads, stats, providers_used=used))
         log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s  (%s)", name, provider, batch, seq_len,
-                 stats.p50_ms, rows[-1]["sequences_per_s"], shape.providers_used[0] if shape.providers_used else "")
+                 stats.p50_ms, rows[-1]["sequences_per_s"], used[0] if used else "")
     return rows
 
 
@@ -334,11 +362,12 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
     log.info("benchmarking %d variants on %s: batches %s × lengths %s", len(variants), ", ".join(cfg.providers),
              cfg.batch_sizes, cfg.seq_lengths)
 
-    timings = time_variants(variants, cfg, texts)
+    rounds = timing_rounds(variants, cfg)
+    timings = time_variants(variants, cfg, texts, rounds)
     records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else openvino_parameters(v.path)
                         if v.format == "openvino" else _torch_parameters(v)) for v in variants]
     scores = score_variants(variants, tasks, cfg.providers[0]) if tasks else []
-    settings = {**to_plain(cfg), "runs": [str(r) for r in run_dirs], "finished": now()}
+    settings = {**to_plain(cfg), "rounds": rounds, "runs": [str(r) for r in run_dirs], "finished": now()}
     results = make_results(machine=machine_facts(cfg.threads), settings=settings, variants=records,
                            timings=timings, scores=scores)
     write_report(out_dir, results)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ShapeSamples", "TimingStats", "measure", "time_calls", "throughput"]
+__all__ = ["TimedCall", "TimingStats", "measure", "time_calls", "throughput"]
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,14 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TimingStats))
 
 
 @dataclass
-class ShapeSamples:
-    """One timing round of one model on one provider × batch × length: each call's seconds, and what ran it."""
+class TimedCall:
+    """One model on one provider × batch × length, loaded and fed: ``call()`` runs one inference. What a timing
+    round times; ``providers_used`` says what ran it (e.g. ``CPUExecutionProvider``, ``OpenVINO CPU (bf16)``)."""
 
     provider: str
     batch: int
     seq_len: int
-    seconds: list[float]
+    call: Callable[[], object]
     providers_used: list[str]
 
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from bench.ort_session import make_feeds
-from bench.timing import ShapeSamples, time_calls
+from bench.timing import TimedCall
 from compress.config import BenchConfig
 
 
@@ -24,30 +26,30 @@ def parameter_count(variant) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def time_torch(variant, cfg: BenchConfig, texts: list[str], *, min_time_s: float, min_runs: int) -> list[ShapeSamples]:
-    """One timing round of a PyTorch variant: provider ``cpu`` on the CPU, ``cuda`` on the GPU."""
-    model, tokenizer = _load(variant)
-    names = ("input_ids", "attention_mask") + (("token_type_ids",) if model.config.type_vocab_size > 1 else ())
-    rounds = []
+def torch_calls(variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
+    """A PyTorch variant ready to time: provider ``cpu`` on the CPU, ``cuda`` on the GPU (a model per device)."""
+    calls = []
     for provider in cfg.providers:
         if provider == "tensorrt":
             continue  # TensorRT is an ONNX Runtime provider; PyTorch is measured on cpu and cuda
         if variant.precision == "bf16" and provider != "cuda":
             continue
+        model, tokenizer = _load(variant)
+        names = ("input_ids", "attention_mask") + (("token_type_ids",) if model.config.type_vocab_size > 1 else ())
         device = torch.device("cuda" if provider == "cuda" else "cpu")
         model.to(device)
         if cfg.threads and device.type == "cpu":
             torch.set_num_threads(cfg.threads)
+        used = [f"torch {torch.__version__} {device.type}"]
         for seq_len in cfg.seq_lengths:
             for batch in cfg.batch_sizes:
                 feeds = {k: torch.from_numpy(v).to(device) for k, v in make_feeds(tokenizer, texts, batch, seq_len, names).items()}
+                calls.append(TimedCall(provider, batch, seq_len, functools.partial(_infer, model, feeds, device), used))
+    return calls
 
-                def call():
-                    with torch.inference_mode():
-                        model(**feeds)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
 
-                seconds = time_calls(call, warmup=cfg.warmup, min_time_s=min_time_s, min_runs=min_runs)
-                rounds.append(ShapeSamples(provider, batch, seq_len, seconds, [f"torch {torch.__version__} {device.type}"]))
-    return rounds
+def _infer(model, feeds: dict[str, torch.Tensor], device: torch.device) -> None:
+    with torch.inference_mode():
+        model(**feeds)
+    if device.type == "cuda":
+        torch.cuda.synchronize()

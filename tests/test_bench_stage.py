@@ -2,6 +2,7 @@
 the report files, several runs in one report, PyTorch references, and bad input."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -97,6 +98,23 @@ def test_bench_pools_alternating_rounds(runs, capsys):
     # min_time 0: each round stops after its one call, so every row holds exactly one sample per round
     assert [t["runs"] for t in results["timings"]] == [4] * len(results["variants"])
     assert "in 4 alternating rounds over all variants" in (out / "results.md").read_text()
+
+
+def test_bench_times_in_one_round_when_the_sessions_do_not_fit(runs, capsys, caplog, monkeypatch):
+    """Too little RAM to hold every session open: one round, one variant at a time, said in the log and the report."""
+    from bench import stage
+
+    monkeypatch.setattr(stage, "physical_memory", lambda: 1 << 20)  # 1 MiB: less than the tiny runs' weights
+    caplog.set_level(logging.WARNING, logger="bench.stage")
+    out = runs["base"] / "one-round"
+    args = ["bench", runs["a"], "--rounds", "4", "--batch-sizes", "1", "--seq-lengths", "16", "--min-time", "0",
+            "--warmup", "0", "min_runs=4", "--out", out]
+    assert run_cli(args, capsys).code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["rounds"] == 1
+    assert [t["runs"] for t in results["timings"]] == [4] * len(results["variants"])  # min_runs in the one round
+    assert "timing in 1 round, one variant at a time" in caplog.text
+    assert "alternating rounds" not in (out / "results.md").read_text()
 
 
 def test_bench_does_not_import_torch_for_onnx_variants(runs):
