@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from bench.ort_session import SessionRunner, make_feeds, providers_used
 from export.sessions import check_provider, make_session
 from bench.report import make_results, timing_row, write_report
 from bench.tasks import TaskSpec, load_task
-from bench.timing import TimedCall, time_calls
+from bench.timing import TimedCall, TimingStats, time_calls
 from bench.tokenization import load_tokenizer
 from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
@@ -230,8 +230,6 @@ def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], r
     Measured on the demo's 9 variants (3.3 GB of weights, 4 shapes, ``--min-time 0.5``): 3 rounds held open 76 s and
     4.8 GB peak RSS; 1 round 68 s and 2.7 GB; reopening each variant every round instead took 166 s and grew to
     5.7–6.4 GB (the C library keeps much of what ONNX Runtime frees), which is why there is no such mode."""
-    from bench.timing import TimingStats
-
     if any(v.format == "openvino" for v in variants) and "cpu" not in cfg.providers:
         log.info("OpenVINO variants run on the CPU; not timed (providers: %s)", ", ".join(cfg.providers))
     share = {"warmup": cfg.warmup, "min_time_s": cfg.min_time_s / rounds, "min_runs": -(-cfg.min_runs // rounds)}
