@@ -56,6 +56,9 @@ class CorpusConfig(_Strict):
 class DataConfig(_Strict):
     corpora: list[CorpusConfig] = Field(default_factory=list)
     max_length: int = Field(128, ge=8)
+    pad_to_max_length: bool = Field(
+        False, description="pad every batch to max_length (not to its longest row): static shapes for "
+        "torch.compile and CUDA graphs, at the price of computing padding")
     long_lines: Literal["window", "truncate"] = Field(
         "window", description="a line longer than max_length: split into windows, or keep only its first window")
     prepare_workers: Union[int, Literal["auto"]] = Field(
@@ -94,6 +97,12 @@ class TrainConfig(_Strict):
         "auto", description="bf16 autocast or fp32; auto: bf16 on CUDA (and for distillation also on CPUs with "
         "native bf16, AVX-512 BF16 or AMX), fp32 otherwise")
     compile: bool = False
+    relation_kernel: Literal["auto", "torch", "triton"] = Field(
+        "auto", description="the relation loss's implementation: triton (one fused kernel, nothing of size T×T in GPU "
+        "memory), torch (the reference), auto: triton on CUDA where triton imports, torch elsewhere")
+    deterministic: bool = Field(
+        False, description="deterministic CUDA kernels (torch.use_deterministic_algorithms, cuBLAS workspace), so a "
+        "resumed run is bitwise equal to an uninterrupted one on a GPU too; slower")
     loader_workers: Union[int, Literal["auto"]] = Field(
         "auto", description="DataLoader processes per rank (auto: 2 on CUDA, 0 on CPU)")
     checkpoint_every: int = Field(200, ge=1)

@@ -6,32 +6,35 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from compress.architectures import layer_list
+from compress.architectures import ArchSpec, layer_list
 from compress.config import DistillConfig, to_plain
-import numpy as np
 
 from compress.assets.cache import cache_dir
 from compress.corpus import MixedSampler, expand_pattern
-from compress.distributed import DistContext, barrier, gather_objects, init_from_env, seed_everything
+from compress.distributed import DistContext, barrier, gather_objects, init_from_env, seed_everything, shutdown
+from compress.distill_step import RelationDistillation
 from compress.errors import UserError
 from compress.loader import ShardBatches, batches, make_loader, resolve_workers
 from compress.prepare_data import (
     PrepareSettings, TokenizerSpec, default_workers, piece_counts, resolve_corpus, text_sources, tokenizer_spec,
 )
-from compress.distill_step import RelationDistillation
+from compress.numerics import run_numerics
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
+from compress.relation_loss import resolve_relation_kernel
 from compress.run_dir import (
     RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of, write_provenance,
 )
 from compress.sentence_modules import teacher_pooling, write_sentence_modules
 from compress.student import build_student, init_from_teacher_layers, student_config
 from compress.teacher import (
-    count_parameters, load_teacher, load_teacher_config, load_tokenizer, max_sequence_length, resolve_relation_heads,
+    Teacher, count_parameters, load_teacher, load_teacher_config, load_tokenizer, max_sequence_length, resolve_relation_heads,
     resolve_teacher_layer,
 )
 from compress.token_shards import TokenCorpus
@@ -160,7 +163,7 @@ class StudentForward(torch.nn.Module):
 # What a resume may change: how long the run goes on, how often it logs and saves, where it runs and how
 # its data is fed. Everything else shapes the weights, so a resume with another value is refused.
 RESUMABLE = frozenset({"train.steps", "train.log_every", "train.checkpoint_every", "train.device",
-                       "train.loader_workers", "data.prepare_workers", "data.cache_dir"})
+                       "train.loader_workers", "train.relation_kernel", "train.compile", "train.deterministic", "data.prepare_workers", "data.cache_dir"})
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -216,7 +219,11 @@ def check_fresh_or_resumable(run_dir: RunDir, resume: bool) -> None:
 
 
 def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str, Any]:
-    """Distil ``cfg.teacher`` into a new student; writes ``student/``, ``distill/`` and the manifest."""
+    """Distil ``cfg.teacher`` into a new student; writes ``student/``, ``distill/`` and the manifest.
+
+    The recipe, top to bottom: check the inputs (before any weights load), set up the data, set up the models,
+    set up the step, train, save. Each is one function below.
+    """
     if not cfg.teacher:
         raise UserError("no teacher given: pass --teacher (a model folder or Hugging Face id) or set teacher: in the config")
     if not cfg.data.corpora:
@@ -227,21 +234,66 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
             "choose a batch size that is a multiple of train.grad_accum"
         )
     ctx = init_from_env(cfg.train.device)
-    with run_dir.locked("compress distill", enabled=ctx.is_main):
-        check_fresh_or_resumable(run_dir, resume)
-        changed = check_resume_config(run_dir, cfg) if resume else {}
-        done = run_dir.stage(STAGE) if resume else None
-        if done and done.get("status") == "complete" and done["metrics"].get("step", 0) >= cfg.train.steps:
-            log.info("%s: the distillation is already complete (%d steps); nothing to do", run_dir.path, cfg.train.steps)
-            return {key: done[key] for key in ("outputs", "metrics", "resolved")}
-        return _distill(cfg, run_dir, ctx, resume=resume, changed=changed)
+    try:
+        with run_dir.locked("compress distill", enabled=ctx.is_main):
+            check_fresh_or_resumable(run_dir, resume)
+            changed = check_resume_config(run_dir, cfg) if resume else {}
+            done = run_dir.stage(STAGE) if resume else None
+            if done and done.get("status") == "complete" and done["metrics"].get("step", 0) >= cfg.train.steps:
+                if student_is_intact(run_dir.student_dir):
+                    log.info("%s: the distillation is already complete (%d steps); nothing to do", run_dir.path,
+                             cfg.train.steps)
+                    return {key: done[key] for key in ("outputs", "metrics", "resolved")}
+                log.warning("%s is damaged: rebuilding it from %s", run_dir.student_dir, run_dir.distill_dir / CHECKPOINT)
+            return _distill(cfg, run_dir, ctx, resume=resume, changed=changed)
+    finally:
+        shutdown(ctx)
 
 
-def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: bool,
-             changed: dict[str, list]) -> dict[str, Any]:
-    seed_everything(cfg.train.seed + ctx.rank)
+def student_is_intact(folder: Path) -> bool:
+    """Whether ``folder`` holds a student whose weights file is whole (a full disk leaves a truncated one)."""
+    from safetensors import safe_open
 
-    # Everything that can be wrong with the input is checked before the teacher's weights are loaded.
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+            for name in weights.keys():
+                weights.get_slice(name)
+    except Exception:  # missing, truncated or not safetensors: each raises its own type
+        return False
+    return (folder / "config.json").is_file()
+
+
+@dataclass
+class Plan:
+    """What the config resolves to before any weights load: the teacher's config and family, the layer and
+    relation heads the loss compares, the student's config."""
+
+    teacher_config: Any
+    spec: ArchSpec
+    teacher_layers: int
+    teacher_hidden: int
+    teacher_layer: int  # 1-based
+    relation_heads: int
+    student_config: Any
+    longest: int | None  # the teacher's position limit
+    kernel: str  # the relation loss's implementation
+
+
+@dataclass
+class Data:
+    """The corpora as token shards with their mixing weights, the tokenizer that reads them, and the manifest's
+    record of the inputs; ``id_map`` renumbers stored teacher ids for a trimmed student (None: as stored)."""
+
+    corpora: list[TokenCorpus]
+    weights: list[float]
+    tokenizer: Any
+    inputs: dict[str, Any]
+    kept_ids: list[int] | None = None
+    id_map: np.ndarray | None = None
+
+
+def check_inputs(cfg: DistillConfig, ctx: DistContext) -> Plan:
+    """Everything that can be wrong with the input, checked before the teacher's weights are loaded."""
     t_config, spec = load_teacher_config(cfg.teacher)
     t_cfg = t_config.to_dict()
     t_layers, t_hidden = t_cfg[spec.num_layers_key], t_cfg[spec.hidden_key]
@@ -256,52 +308,87 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
     relation_heads = resolve_relation_heads(cfg.loss.relation_heads, t_hidden, cfg.student.hidden)
     s_config = student_config(t_config, spec, layers=cfg.student.layers, hidden=cfg.student.hidden,
                               heads=cfg.student.heads, intermediate_size=cfg.student.intermediate_size)
+    kernel = resolve_relation_kernel(cfg.train.relation_kernel, ctx.device)
+    return Plan(t_config, spec, t_layers, t_hidden, teacher_layer, relation_heads, s_config, longest, kernel)
+
+
+def setup_data(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: bool) -> Data:
+    """The corpora, prepared into token shards with the teacher's tokenizer (once, cached), and their record."""
     tokenizer = load_tokenizer(cfg.teacher)
-    t_spec = tokenizer_spec(tokenizer)
-    corpora, corpus_weights = token_corpora(cfg, t_spec, ctx)
+    corpora, weights = token_corpora(cfg, tokenizer_spec(tokenizer), ctx)
     inputs = {"teacher": _teacher_fingerprint(cfg.teacher), "corpora": [corpus_record(c) for c in corpora]}
     if resume:
         check_same_inputs(run_dir, inputs["teacher"], inputs["corpora"])
-    teacher = load_teacher(cfg.teacher, t_config, tokenizer)
+    return Data(corpora, weights, tokenizer, inputs)
 
-    student = build_student(s_config, cfg.train.seed)
+
+def setup_models(cfg: DistillConfig, plan: Plan, data: Data, run_dir: RunDir, ctx: DistContext,
+                 precision: str) -> tuple[Teacher, torch.nn.Module, Data]:
+    """The frozen teacher (layers above the compared one deleted; its Linear weights in bf16 once, not cast
+    every step, when the run is bf16) and the student, on the device. With ``student.trim_vocab`` the student
+    gets the corpora's vocabulary, and the data its new tokenizer (and, where pieces were dropped, new shards)."""
+    teacher = load_teacher(cfg.teacher, plan.teacher_config, data.tokenizer)
+    student = build_student(plan.student_config, cfg.train.seed)
     if cfg.student.init_from_teacher_layers:
-        init_from_teacher_layers(student, teacher.model, spec, cfg.student.init_from_teacher_layers)
-    kept_ids, id_map = None, None
+        init_from_teacher_layers(student, teacher.model, plan.spec, cfg.student.init_from_teacher_layers)
     if cfg.student.trim_vocab:
-        counts = piece_counts(corpora, t_spec)
+        t_spec = tokenizer_spec(data.tokenizer)
+        counts = piece_counts(data.corpora, t_spec)
         tokenizer, kept_ids = trimmed_vocabulary(teacher.tokenizer, teacher.config, counts, cfg,
                                                  run_dir.distill_dir / "tokenizer")
         trim_embeddings(student, kept_ids)
+        data = replace(data, tokenizer=tokenizer, kept_ids=kept_ids)
         if set(counts) <= set(kept_ids):  # every piece the text uses is kept: the same segmentation, renumbered
-            id_map = np.zeros(t_spec.vocab_size, dtype=np.int64)
-            id_map[kept_ids] = np.arange(len(kept_ids))
+            data.id_map = np.zeros(t_spec.vocab_size, dtype=np.int64)
+            data.id_map[kept_ids] = np.arange(len(kept_ids))
         else:  # pieces were dropped: the student's own tokenizer reads the text anew
-            corpora, corpus_weights = token_corpora(cfg, tokenizer_spec(tokenizer), ctx, raw=True)
-        log.info("vocabulary trimmed to the corpora: %d → %d pieces", t_cfg["vocab_size"], len(kept_ids))
-    # Student ids → teacher ids (identity without trimming): the teacher reads the same pieces.
-    to_teacher = torch.tensor(kept_ids, device=ctx.device) if kept_ids else None
-    drop_layers_above(teacher.model, spec, teacher_layer - 1)
+            data.corpora, data.weights = token_corpora(cfg, tokenizer_spec(tokenizer), ctx, raw=True)
+        log.info("vocabulary trimmed to the corpora: %d → %d pieces", plan.teacher_config.vocab_size, len(kept_ids))
+    drop_layers_above(teacher.model, plan.spec, plan.teacher_layer - 1)
+    if precision == "bf16":
+        cast_linear_weights(teacher.model, torch.bfloat16)
     teacher.model.to(ctx.device)
     student.to(ctx.device)
-    if ctx.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     if cfg.train.compile:
         # Compile whole layers below the ones whose forward is cut short by the Q/K/V hooks.
-        for model, keep in ((teacher.model, teacher_layer - 1), (student, cfg.student.layers - 1)):
-            for layer in layer_list(model, spec)[:keep]:
+        for model, keep in ((teacher.model, plan.teacher_layer - 1), (student, cfg.student.layers - 1)):
+            for layer in layer_list(model, plan.spec)[:keep]:
                 layer.compile()
+    return teacher, student, data
 
+
+def cast_linear_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store every Linear's weight and bias in ``dtype``: what bf16 autocast would cast them to on each call,
+    done once (embeddings and LayerNorms, which autocast runs in fp32, stay as they are)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(dtype)
+
+
+@dataclass
+class Step:
+    """One micro-batch's loss and where its batches come from."""
+
+    compute_loss: Any  # (step, micro, batch) → StepOutput
+    loader: Any  # start step → iterator of micro-batches
+    forward: torch.nn.Module  # the student as far as the loss needs it (DDP-wrapped when distributed)
+    loader_workers: int
+    first_batch_hash: str
+
+
+def setup_step(cfg: DistillConfig, plan: Plan, data: Data, teacher: Teacher, student: torch.nn.Module,
+               ctx: DistContext) -> Step:
+    """The loss of one micro-batch (teacher to its layer's Q/K/V under no_grad, student to its last Q/K/V, the
+    relation loss) and the DataLoader over the shards."""
     micro_batch = cfg.train.batch_size // cfg.train.grad_accum
-    s_last = cfg.student.layers - 1
     weights = [cfg.loss.weights.get(k, 1.0) for k in ("qq", "kk", "vv")]
-    sampler = MixedSampler([len(c) for c in corpora], corpus_weights, cfg.data.sampling_alpha, cfg.train.seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sampler = MixedSampler([len(c) for c in data.corpora], data.weights, cfg.data.sampling_alpha, cfg.train.seed)
+    pad_id = data.tokenizer.pad_token_id if data.tokenizer.pad_token_id is not None else 0
+    pad_to = cfg.data.max_length if cfg.data.pad_to_max_length else None
 
     def dataset(start: int) -> ShardBatches:
-        return ShardBatches(corpora, sampler, micro_batch, cfg.train.grad_accum, ctx.rank, start, cfg.train.steps,
-                            pad_id, id_map)
+        return ShardBatches(data.corpora, sampler, micro_batch, cfg.train.grad_accum, ctx.rank, start,
+                            cfg.train.steps, pad_id, data.id_map, pad_to=pad_to)
 
     first_batch_hash = hashlib.sha256(b"".join(row.tobytes() for row in dataset(0).rows(0, 0))).hexdigest()
     loader_workers = resolve_workers(cfg.train.loader_workers, ctx.device)
@@ -309,18 +396,22 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
     def loader(start: int):
         return batches(make_loader(dataset(start), loader_workers, ctx.device))
 
-    distillation = RelationDistillation(teacher.model, spec, teacher_layer - 1, relation_heads, weights, to_teacher)
+    # Student ids → teacher ids (identity without trimming): the teacher reads the same pieces.
+    to_teacher = torch.tensor(data.kept_ids, device=ctx.device) if data.kept_ids else None
+    distillation = RelationDistillation(teacher.model, plan.spec, plan.teacher_layer - 1, plan.relation_heads,
+                                        weights, to_teacher, kernel=plan.kernel)
     relations = cfg.loss.objective == "relations"
-    forward = StudentForward(student, spec, s_last if relations else None)
+    forward = StudentForward(student, plan.spec, cfg.student.layers - 1 if relations else None)
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        # The relation loss never reaches the student's last-layer FFN and pooler (nor hidden_mse the pooler):
-        # DDP finds those unused parameters each step, a cheap graph walk next to a GPU step. (Freezing them
-        # after a probe backward pass also works; it was dropped as one more moving part. The 8% CPU slowdown
-        # first blamed on it was the benchmark's run order, docs/benchmarks.md.)
+        # The relation loss never reaches the student's last-layer FFN and pooler (nor hidden_mse the pooler).
+        # The set of parameters that get gradients is the same every step, so DDP learns it once (static_graph)
+        # instead of walking the autograd graph for unused parameters each step. With gradient accumulation
+        # static_graph fails under no_sync (a reducer assertion, torch 2.13), so there DDP walks the graph.
+        static = cfg.train.grad_accum == 1
         forward = DistributedDataParallel(forward, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                          broadcast_buffers=False, find_unused_parameters=True)
+                                          broadcast_buffers=False, static_graph=static, find_unused_parameters=not static)
 
     def compute_loss(step: int, micro: int, batch: dict[str, Any]) -> StepOutput:
         ids = batch["input_ids"].to(ctx.device, non_blocking=True)
@@ -332,31 +423,44 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
         loss, parts = distillation.loss(forward, ids, mask)
         return StepOutput(loss=loss, parts=parts, tokens=batch["tokens"])
 
+    return Step(compute_loss, loader, forward, loader_workers, first_batch_hash)
+
+
+def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: bool,
+             changed: dict[str, list]) -> dict[str, Any]:
+    seed_everything(cfg.train.seed + ctx.rank)
+    plan = check_inputs(cfg, ctx)
     precision = resolve_precision(cfg.train.precision, ctx.device)
-    resolved = {"teacher_layer": teacher_layer, "teacher_layers": t_layers, "relation_heads": relation_heads,
-                "student_vocab": len(kept_ids) if kept_ids else t_cfg["vocab_size"],
-                "relation_head_size": {"teacher": t_hidden // relation_heads, "student": cfg.student.hidden // relation_heads},
-                "world_size": ctx.world_size, "device": str(ctx.device), "loader_workers": loader_workers,
-                "precision": precision}
+    data = setup_data(cfg, run_dir, ctx, resume=resume)
+    teacher, student, data = setup_models(cfg, plan, data, run_dir, ctx, precision)
+    step = setup_step(cfg, plan, data, teacher, student, ctx)
+    resolved = {"teacher_layer": plan.teacher_layer, "teacher_layers": plan.teacher_layers,
+                "relation_heads": plan.relation_heads,
+                "student_vocab": len(data.kept_ids) if data.kept_ids else plan.teacher_config.vocab_size,
+                "relation_head_size": {"teacher": plan.teacher_hidden // plan.relation_heads,
+                                       "student": cfg.student.hidden // plan.relation_heads},
+                "world_size": ctx.world_size, "device": str(ctx.device), "loader_workers": step.loader_workers,
+                "precision": precision, "relation_kernel": plan.kernel, "deterministic": cfg.train.deterministic}
     if ctx.is_main:
         run_dir.write_config(to_plain(cfg))
         record = {"status": "running", "config": to_plain(cfg), "resolved": resolved, "versions": library_versions(),
-                  "inputs": inputs}
+                  "inputs": data.inputs}
         if resume:
             resumes = (run_dir.stage(STAGE) or {}).get("resumes", [])
             record["resumes"] = [*resumes, {"at": now(), "changed": changed}]
         else:
             record["started"] = now()
         run_dir.update_stage(STAGE, **record)
-    log.info("distilling %s layer %d/%d → student %d×%d (%d heads), %d relation heads, on %s ×%d, %s",
-             cfg.teacher, teacher_layer, t_layers, cfg.student.layers, cfg.student.hidden, cfg.student.heads,
-             relation_heads, ctx.device, ctx.world_size, precision)
+    log.info("distilling %s layer %d/%d → student %d×%d (%d heads), %d relation heads (%s kernel), on %s ×%d, %s",
+             cfg.teacher, plan.teacher_layer, plan.teacher_layers, cfg.student.layers, cfg.student.hidden,
+             cfg.student.heads, plan.relation_heads, plan.kernel, ctx.device, ctx.world_size, precision)
 
     t0 = time.perf_counter()
     try:
         train_cfg = cfg.train.model_copy(update={"precision": precision})
-        last = train(student, compute_loss, train_cfg, run_dir.distill_dir, ctx, batches=loader,
-                     no_sync=getattr(forward, "no_sync", None), resume=resume, description="distill")
+        with run_numerics(ctx.device, deterministic=cfg.train.deterministic):
+            last = train(student, step.compute_loss, train_cfg, run_dir.distill_dir, ctx, batches=step.loader,
+                         no_sync=getattr(step.forward, "no_sync", None), resume=resume, description="distill")
     except TrainingInterrupted as stop:
         if ctx.is_main:
             run_dir.update_stage(STAGE, status="interrupted", step=stop.step)
@@ -366,7 +470,15 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
             run_dir.update_stage(STAGE, status="failed")
         raise
     wall = time.perf_counter() - t0
+    return save_student(cfg, plan, data, teacher, student, run_dir, ctx, last=last, wall=wall, resolved=resolved,
+                        first_batch_hash=step.first_batch_hash)
 
+
+def save_student(cfg: DistillConfig, plan: Plan, data: Data, teacher: Teacher, student: torch.nn.Module,
+                 run_dir: RunDir, ctx: DistContext, *, last: dict, wall: float, resolved: dict,
+                 first_batch_hash: str) -> dict[str, Any]:
+    """Check that every rank ended with the same weights, then write ``student/`` (built aside, then swapped in)
+    with its tokenizer, sentence-transformers modules and provenance, and close the manifest's stage."""
     fingerprints = gather_objects(_params_fingerprint(student), ctx)
     data_hashes = gather_objects(first_batch_hash, ctx)
     if len(set(fingerprints)) != 1:
@@ -376,17 +488,18 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
         student_dir = run_dir.student_dir
         with atomic_directory(student_dir) as tmp:
             student.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            data.tokenizer.save_pretrained(tmp)
             pooling = teacher_pooling(cfg.teacher)  # SentenceTransformer(student/) loads it with the teacher's pooling
             write_sentence_modules(tmp, hidden=cfg.student.hidden, pooling=pooling,
-                                   max_seq_length=pooling["max_seq_length"] or longest or cfg.data.max_length)
-            write_provenance(tmp, stage=STAGE, teacher=str(cfg.teacher), teacher_fingerprint=inputs["teacher"],
-                             teacher_layer=teacher_layer, relation_heads=relation_heads, steps=last.get("step", 0),
-                             final_loss=last.get("loss"), corpora=[{k: c[k] for k in ("path", "fingerprint", "sequences", "tokens")}
-                                                                   for c in inputs["corpora"]],
+                                   max_seq_length=pooling["max_seq_length"] or plan.longest or cfg.data.max_length)
+            write_provenance(tmp, stage=STAGE, teacher=str(cfg.teacher), teacher_fingerprint=data.inputs["teacher"],
+                             teacher_layer=plan.teacher_layer, relation_heads=plan.relation_heads,
+                             steps=last.get("step", 0), final_loss=last.get("loss"),
+                             corpora=[{k: c[k] for k in ("path", "fingerprint", "sequences", "tokens")}
+                                      for c in data.inputs["corpora"]],
                              resolved=resolved, config=to_plain(cfg))
-            if kept_ids:
-                record = {"kept_ids": kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
+            if data.kept_ids:
+                record = {"kept_ids": data.kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
                           "keep_top": cfg.student.trim_keep_top}
                 (tmp / TRIMMED_VOCAB).write_text(json.dumps(record) + "\n", encoding="utf-8")
         outputs = {"student": str(student_dir), "metrics": str(run_dir.distill_dir / "metrics.jsonl")}

@@ -14,7 +14,7 @@ import torch
 
 from compress.architectures import ArchSpec
 from compress.qkv_capture import forward_to_qkv, forward_with_qkv
-from compress.relation_loss import relation_kd_loss
+from compress.relation_loss import Kernel, relation_kd_loss
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 StudentQKV = Callable[[torch.Tensor, torch.Tensor], QKV]  # (ids, mask) [B, T] → Q, K, V [B, T, H]
@@ -34,6 +34,7 @@ class RelationDistillation:
     relation_heads: int
     weights: Sequence[float] = (1.0, 1.0, 1.0)
     to_teacher: torch.Tensor | None = None
+    kernel: Kernel = "torch"  # the relation loss's implementation (compress.relation_loss.resolve_relation_kernel)
 
     def teacher_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return ids if self.to_teacher is None else self.to_teacher[ids]
@@ -47,7 +48,7 @@ class RelationDistillation:
         """(scalar loss, {"qq", "kk", "vv"} parts) of one batch; ``student_qkv(ids, mask)`` runs the student
         (a plain function or a DDP-wrapped module) as far as the Q/K/V it imitates."""
         return relation_kd_loss(student_qkv(ids, mask), self.teacher_qkv(ids, mask), mask, self.relation_heads,
-                                self.weights)
+                                self.weights, self.kernel)
 
     def loss_with_outputs(self, student: torch.nn.Module, spec: ArchSpec, layer: int, ids: torch.Tensor,
                           mask: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
@@ -56,5 +57,5 @@ class RelationDistillation:
         with torch.no_grad():
             t_out, t_qkv = forward_with_qkv(self.teacher, self.teacher_spec, self.teacher_layer, self.teacher_ids(ids), mask)
         s_out, s_qkv = forward_with_qkv(student, spec, layer, ids, mask)
-        loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, self.relation_heads, self.weights)
+        loss, parts = relation_kd_loss(s_qkv, t_qkv, mask, self.relation_heads, self.weights, self.kernel)
         return loss, parts, s_out, t_out

@@ -57,8 +57,17 @@ def init_from_env(requested_device: str) -> DistContext:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # device_id binds NCCL's communicator to this process's GPU at once (no guessing, no hang at the first
+        # collective when ranks would otherwise pick the same device).
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
     return DistContext(rank=dist.get_rank(), world_size=world_size, device=device, local_rank=local_rank)
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group (NCCL warns of leaked resources, and may hang at exit, without it)."""
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
@@ -84,11 +93,12 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s generators, wherever a loader put its tensors (torch takes CPU byte tensors)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def seed_everything(seed: int) -> None:

@@ -19,10 +19,11 @@ from compress.errors import UserError
 from compress.token_shards import TokenCorpus
 
 
-def pad_rows(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids ``[B, T]`` int64, attention_mask ``[B, T]`` int64), T = the longest row."""
+def pad_rows(rows: Sequence[np.ndarray], pad_id: int, pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids ``[B, T]`` int64, attention_mask ``[B, T]`` int64), T = the longest row, or ``pad_to`` when
+    given (static shapes; rows are never longer than the corpus's max_length)."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
+    ids = np.full((len(rows), max(int(lengths.max()), pad_to or 0)), pad_id, dtype=np.int64)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row
     mask = (np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int64)
@@ -35,14 +36,17 @@ class ShardBatches(Dataset):
     Each item: ``{"input_ids": [B, T], "attention_mask": [B, T], "tokens": real tokens}``, or
     ``{"error": message}`` when a shard turns out to be damaged (raised as a UserError by the caller:
     an exception inside a worker would reach the user as a traceback).
-    ``id_map [V_teacher]`` (optional) renumbers the stored ids (a trimmed student's vocabulary).
+    ``id_map [V_teacher]`` (optional) renumbers the stored ids (a trimmed student's vocabulary); ``pad_to`` pads
+    every batch to that length (``data.pad_to_max_length``).
     """
 
     def __init__(self, corpora: Sequence[TokenCorpus], sampler: MixedSampler, micro_batch: int, grad_accum: int,
-                 rank: int, start_step: int, steps: int, pad_id: int, id_map: np.ndarray | None = None):
+                 rank: int, start_step: int, steps: int, pad_id: int, id_map: np.ndarray | None = None,
+                 pad_to: int | None = None):
         self.corpora, self.sampler = list(corpora), sampler
         self.micro_batch, self.grad_accum, self.rank = micro_batch, grad_accum, rank
         self.start_step, self.steps, self.pad_id, self.id_map = start_step, steps, pad_id, id_map
+        self.pad_to = pad_to
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start_step) * self.grad_accum
@@ -60,7 +64,7 @@ class ShardBatches(Dataset):
             return {"error": str(err)}
         if self.id_map is not None:
             rows = [self.id_map[row] for row in rows]
-        ids, mask = pad_rows(rows, self.pad_id)
+        ids, mask = pad_rows(rows, self.pad_id, self.pad_to)
         return {"input_ids": ids, "attention_mask": mask, "tokens": int(mask.sum())}
 
 

@@ -6,16 +6,27 @@ their own ``d``), form the relation ``softmax(X_r X_rᵀ / sqrt(d))`` over key p
 ``KL(teacher ‖ student)`` per query row. Rows are averaged over relation heads and *valid* query
 positions; padded keys get zero probability; padded query rows are excluded. No temperature.
 Softmax and KL run in float32 whatever the input dtype (bf16 autocast included).
+
+Two kernels compute it: ``torch`` (this file: blocked ``baddbmm`` and softmaxes, the reference and the CPU path)
+and ``triton`` (``compress.relation_kernel``: one fused kernel per direction that never writes the ``[B·R, T, T]``
+relations to memory; on CUDA, or on CPU under Triton's interpreter for tests). :func:`resolve_relation_kernel`
+chooses between them for ``train.relation_kernel``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from typing import Sequence
+import os
+from typing import Literal, Sequence
 
 import torch
 
+from compress.errors import UserError
+
 RELATIONS = ("qq", "kk", "vv")
+KERNELS = ("torch", "triton")
+Kernel = Literal["torch", "triton"]
 
 
 # Added to the scores of padded keys: exp() of it is exactly 0 in float32, and unlike -inf it never
@@ -88,21 +99,45 @@ class _RelationKL(torch.autograd.Function):
 
 
 def relation_kl(
-    student_x: torch.Tensor, teacher_x: torch.Tensor, attention_mask: torch.Tensor, num_relation_heads: int
+    student_x: torch.Tensor, teacher_x: torch.Tensor, attention_mask: torch.Tensor, num_relation_heads: int,
+    kernel: Kernel = "torch",
 ) -> torch.Tensor:
     """Mean KL(teacher ‖ student) of one self-relation (e.g. Q-Q) over relation heads and valid query rows.
 
     student_x ``[B, T, H_s]``, teacher_x ``[B, T, H_t]``, attention_mask ``[B, T]``; returns a float32 scalar.
+    A mask without any real token is refused on CPU; on CUDA it gives 0 (checking would wait for the device).
     """
     valid = attention_mask.bool()
-    num_rows = valid.sum() * num_relation_heads
-    if num_rows == 0:
+    if valid.device.type == "cpu" and not valid.any():
         raise ValueError("attention_mask has no valid token")
+    if kernel == "triton":
+        from compress.relation_kernel import fused_relation_kl
+
+        return fused_relation_kl(student_x, teacher_x, attention_mask, num_relation_heads)
+    num_rows = (valid.sum() * num_relation_heads).clamp(min=1)
     key_bias = _key_bias(valid, num_relation_heads)  # [B·R, 1, T]
     # Each valid query row weighs 1 / (R · valid tokens); padded query rows weigh 0.
     row_weight = (valid.float() / num_rows).repeat_interleave(num_relation_heads, dim=0)  # [B·R, T]
     return _RelationKL.apply(_relation_heads(student_x, num_relation_heads),
                              _relation_heads(teacher_x.detach(), num_relation_heads), key_bias, row_weight)
+
+
+def resolve_relation_kernel(requested: str, device: torch.device) -> Kernel:
+    """``train.relation_kernel``: ``auto`` is triton on CUDA where triton imports, torch elsewhere. ``triton`` on a
+    CPU needs Triton's interpreter (``TRITON_INTERPRET=1``, slow: for tests); anything it cannot run is a UserError."""
+    has_triton = importlib.util.find_spec("triton") is not None
+    if requested == "auto":
+        return "triton" if device.type == "cuda" and has_triton else "torch"
+    if requested == "triton":
+        if not has_triton:
+            raise UserError("train.relation_kernel=triton needs triton: pip install triton (CUDA builds of torch "
+                            "bring it), or use train.relation_kernel=torch")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "True"):
+            raise UserError(f"train.relation_kernel=triton runs on CUDA; on {device.type} only under Triton's "
+                            "interpreter (set TRITON_INTERPRET=1, slow, for tests): use train.relation_kernel=torch")
+    elif requested not in KERNELS:
+        raise UserError(f"unknown relation kernel {requested!r}: choose auto, torch or triton")
+    return requested  # type: ignore[return-value]
 
 
 def relation_kd_loss(
@@ -111,19 +146,21 @@ def relation_kd_loss(
     attention_mask: torch.Tensor,
     num_relation_heads: int,
     weights: Sequence[float] = (1.0, 1.0, 1.0),
+    kernel: Kernel = "torch",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum over Q-Q, K-K, V-V of the mean KL(teacher ‖ student) relation divergence.
 
     student_qkv: (Q, K, V), each ``[B, T, H_s]``; teacher_qkv: (Q, K, V), each ``[B, T, H_t]``;
     attention_mask: ``[B, T]`` (1 or True for real tokens). ``num_relation_heads`` must divide both
     ``H_s`` and ``H_t``. Returns (scalar float32 loss, {"qq": ..., "kk": ..., "vv": ...} unweighted,
-    each a scalar). Gradients flow to the student tensors only; the teacher's are detached.
+    each a scalar). Gradients flow to the student tensors only; the teacher's are detached. ``kernel`` chooses
+    the implementation (see the module's docstring); both compute the same values and gradients.
     """
     if len(student_qkv) != 3 or len(teacher_qkv) != 3 or len(weights) != 3:
         raise ValueError("expected (Q, K, V) for student and teacher and three relation weights")
     parts: dict[str, torch.Tensor] = {}
     total = torch.zeros((), dtype=torch.float32, device=attention_mask.device)
     for name, s, t, w in zip(RELATIONS, student_qkv, teacher_qkv, weights):
-        parts[name] = relation_kl(s, t, attention_mask, num_relation_heads)
+        parts[name] = relation_kl(s, t, attention_mask, num_relation_heads, kernel)
         total = total + w * parts[name]
     return total, parts

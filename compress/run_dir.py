@@ -39,6 +39,25 @@ from compress.errors import UserError
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"
+
+# File descriptors of the run locks this process holds. A flock belongs to the open file, which a forked child
+# (a DataLoader worker) shares: were the child to keep it, a killed run's orphaned workers would hold its folder
+# for seconds and refuse an immediate --resume. So every forked child lets go of its copies at once (pointing
+# them at /dev/null keeps the descriptor numbers valid); the parent's lock is unaffected.
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_held_locks_in_child() -> None:
+    if not _HELD_LOCKS:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD_LOCKS:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_locks_in_child)
 # Version of manifest.json's layout: a manifest written by a newer layout is refused, not misread. Manifests
 # from before versioning (no "schema" key) have this layout.
 SCHEMA_VERSION = 1
@@ -262,9 +281,11 @@ class RunDir:
             handle.truncate()
             handle.write(f"process {os.getpid()} ({what}, since {now()})\n")
             handle.flush()
+            _HELD_LOCKS.add(handle.fileno())
             try:
                 yield
             finally:
+                _HELD_LOCKS.discard(handle.fileno())
                 handle.seek(0)
                 handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)

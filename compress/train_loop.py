@@ -95,6 +95,12 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rngs: l
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint with every tensor on the CPU: ``load_state_dict`` copies weights and optimizer state to the
+    parameters' device, and the RNG states must stay CPU byte tensors (``torch.set_rng_state`` takes no other)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def _truncate_metrics(path: Path, step: int) -> dict[str, float]:
     """Drop metric lines written after the checkpoint we resume from; returns the last line kept ({} if none),
     so that a resume of a finished run reports its final metrics."""
@@ -150,7 +156,7 @@ def train(
 
     start, last = 0, {}
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
+        state = load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

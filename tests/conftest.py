@@ -14,6 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings fro
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Without a GPU, Triton kernels run on CPU tensors under Triton's interpreter (read when a kernel is defined, so
+# before compress.relation_kernel is first imported); CLI tests started as subprocesses inherit it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from tests.tiny_models import BUILDERS, write_corpus  # noqa: E402
 
 FAMILIES = tuple(BUILDERS)  # ("bert", "roberta", "xlmr"): also the test ids of tiny_teacher_dir

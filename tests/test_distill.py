@@ -166,11 +166,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_data_parallel_on_cpu(tiny_bert_dir, corpus_file, tmp_path):
+@pytest.mark.parametrize("grad_accum", [1, 2])  # DDP's static graph; no_sync on the first micro-batch
+def test_two_process_data_parallel_on_cpu(tiny_bert_dir, corpus_file, tmp_path, grad_accum):
     run_dir = tmp_path / "run"
     args = ["--nproc-per-node", "2", "--master-port", _free_port(), "-m",
             "compress.cli", "distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir,
-            *SMALL, "--steps", "6", "--device", "cpu", "train.grad_accum=2"]  # DDP no_sync on the first micro-batch
+            *SMALL, "--steps", "6", "--device", "cpu", f"train.grad_accum={grad_accum}"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *map(str, args)], env=cli_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
