@@ -38,7 +38,7 @@ def source_model(cfg: FinetuneConfig, run_dir: RunDir) -> tuple[str, str]:
     if cfg.model == "student":
         folder = run_dir.student_dir
         if not folder.is_dir():
-            raise UserError(f"{run_dir.path} has no student/: run `compress distill --run-dir {run_dir.path} ...` first")
+            raise UserError(f"{run_dir.path} has no student/: run {run_dir.distill_remedy()} first")
         return str(folder), cfg.name or task_name
     if cfg.model == "teacher":
         teacher = run_dir.teacher()

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from bench.encoders import OrtEncoder, head_labels
 from bench.evaluate import evaluate
 from bench.machine import machine_facts
 from bench.ort_session import SessionRunner, make_feeds, providers_used
-from export.sessions import check_provider, make_session
+from export.sessions import PROVIDERS, check_provider, make_session
 from bench.report import make_results, timing_row, write_report
 from bench.tasks import TaskSpec, load_task
 from bench.timing import TimedCall, TimingStats, time_calls
@@ -152,11 +154,19 @@ def _max_positions(folder: Path) -> int:
     return config.get("max_position_embeddings", 512) - offset
 
 
+TORCH_PROVIDERS = ("cpu", "cuda")  # where --torch times PyTorch itself (bench.torch_timing)
+
+
+def ort_offers(provider: str) -> bool:
+    """Whether this onnxruntime offers ``provider`` (cpu, cuda, tensorrt)."""
+    return PROVIDERS.get(provider) in ort.get_available_providers()
+
+
 def onnx_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
     """An ONNX variant ready to time: a session per provider, fed each batch × length."""
     calls = []
     tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
-    for provider in cfg.providers:
+    for provider in (p for p in cfg.providers if ort_offers(p)):  # one it lacks was warned of in run()
         session = make_session(variant.path / "model.onnx", provider, cfg.threads,
                                trt_cache_dir=variant.path / ".trt-cache" if provider == "tensorrt" else None)
         names = [i.name for i in session.get_inputs()]
@@ -275,8 +285,9 @@ def _reference(variants: list[Variant], run: str) -> Variant | None:
 
 
 def open_variant(variant: Variant, provider: str, max_length: int):
-    if variant.format == "onnx":
-        return OrtEncoder(variant.path, provider=provider, max_length=max_length, name=variant.name)
+    if variant.format == "onnx":  # scored on the CPU where this onnxruntime lacks the provider (see run())
+        return OrtEncoder(variant.path, provider=provider if ort_offers(provider) else "cpu", max_length=max_length,
+                          name=variant.name)
     if variant.format == "openvino":
         from export.openvino_export import OpenVINOSession
 
@@ -326,9 +337,18 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
 
 def run(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     """Benchmark and score; writes results.{json,csv,md} and plots into ``out_dir``. Holds each run folder's
-    lock meanwhile, so an export cannot swap the variants out from under the timings."""
+    lock meanwhile, so an export cannot swap the variants out from under the timings.
+
+    A provider this onnxruntime does not offer is a one-line error, except with ``--torch`` on cpu or cuda (e.g. a
+    CUDA build of torch beside a CPU-only onnxruntime): then PyTorch's rows are timed there, ONNX variants are not,
+    and a one-line warning says so."""
     for provider in cfg.providers:
-        check_provider(provider)
+        try:
+            check_provider(provider)
+        except UserError as err:
+            if not (cfg.torch and provider in TORCH_PROVIDERS):
+                raise
+            log.warning("warning: %s; timing only the PyTorch models on %s", err, provider)
     with contextlib.ExitStack() as held:
         for run_dir in run_dirs:
             if run_dir.is_dir():

@@ -62,7 +62,7 @@ def micro_model(path: Path, vocab: int = 1000, hidden: int = 64) -> Path:
 def bert_model(folder: Path, layers: int, hidden: int) -> Path:
     """A random BERT with the tests' tiny WordPiece tokenizer, exported to ``folder/onnx/model.onnx``."""
     from export.onnx_export import export_fp32
-    from tests.tiny_models import make_tiny_bert
+    from reference.tiny_models import make_tiny_bert
 
     make_tiny_bert(folder / "hf", layers=layers, hidden=hidden, heads=max(hidden // 32, 1), max_len=512)
     export_fp32(folder / "hf", folder / "onnx", task="feature-extraction", opset=18)
@@ -132,7 +132,7 @@ def main() -> None:
           f"per side; overhead = harness / bare − 1, median over rounds")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        from tests.tiny_models import SAMPLE_TEXT, make_tiny_bert
+        from reference.tiny_models import SAMPLE_TEXT, make_tiny_bert
 
         tokenizer = load_tokenizer(make_tiny_bert(work / "tok", layers=1, hidden=32, heads=2), 512)
         for name in args.models.split(","):

@@ -29,7 +29,7 @@ from compress.numerics import run_numerics
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.relation_loss import resolve_relation_kernel
 from compress.run_dir import (
-    RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of, write_provenance,
+    RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of, weights_are_whole, write_provenance,
 )
 from compress.sentence_modules import teacher_pooling, write_sentence_modules
 from compress.student import build_student, init_from_teacher_layers, student_config
@@ -240,7 +240,7 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
             changed = check_resume_config(run_dir, cfg) if resume else {}
             done = run_dir.stage(STAGE) if resume else None
             if done and done.get("status") == "complete" and done["metrics"].get("step", 0) >= cfg.train.steps:
-                if student_is_intact(run_dir.student_dir):
+                if weights_are_whole(run_dir.student_dir):
                     log.info("%s: the distillation is already complete (%d steps); nothing to do", run_dir.path,
                              cfg.train.steps)
                     return {key: done[key] for key in ("outputs", "metrics", "resolved")}
@@ -248,19 +248,6 @@ def run(cfg: DistillConfig, run_dir: RunDir, *, resume: bool = False) -> dict[st
             return _distill(cfg, run_dir, ctx, resume=resume, changed=changed)
     finally:
         shutdown(ctx)
-
-
-def student_is_intact(folder: Path) -> bool:
-    """Whether ``folder`` holds a student whose weights file is whole (a full disk leaves a truncated one)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
-            for name in weights.keys():
-                weights.get_slice(name)
-    except Exception:  # missing, truncated or not safetensors: each raises its own type
-        return False
-    return (folder / "config.json").is_file()
 
 
 @dataclass

@@ -101,10 +101,13 @@ def _relation_kl_forward(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr,
     PRECISION: tl.constexpr, WIDEN: tl.constexpr,
 ):
-    seq_head = tl.program_id(0)  # b·R + r
+    # One flat grid, row blocks of the same (sequence, relation head) side by side, so that they run together and
+    # share that head's key tiles in L2 (and no grid axis meets CUDA's 65,535 limit for B·R).
+    row_blocks = tl.cdiv(T, BLOCK_M)
+    seq_head = tl.program_id(0) // row_blocks  # b·R + r
     b = seq_head // R
     r = seq_head % R
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
     ds = tl.arange(0, BLOCK_DS)
     dt = tl.arange(0, BLOCK_DT)
     xs = XS + b * stride_sb + r * D_S
@@ -153,10 +156,11 @@ def _relation_kl_backward(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr,
     PRECISION: tl.constexpr, WIDEN: tl.constexpr,
 ):
-    seq_head = tl.program_id(0)
+    row_blocks = tl.cdiv(T, BLOCK_M)
+    seq_head = tl.program_id(0) // row_blocks
     b = seq_head // R
     r = seq_head % R
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
     ds = tl.arange(0, BLOCK_DS)
     dt = tl.arange(0, BLOCK_DT)
     xs = XS + b * stride_sb + r * D_S
@@ -223,7 +227,7 @@ class FusedRelationKL(torch.autograd.Function):
         plan = tile_plan(length, d_s, d_t, xs.element_size(), block)
         lse_s = torch.empty(batch * heads, length, device=xs.device, dtype=torch.float32)
         lse_t, row_kl = torch.empty_like(lse_s), torch.empty_like(lse_s)
-        grid = (batch * heads, triton.cdiv(length, plan.block_m))
+        grid = (batch * heads * triton.cdiv(length, plan.block_m),)
         _relation_kl_forward[grid](
             xs, xt, valid, lse_s, lse_t, row_kl,
             xs.stride(0), xs.stride(1), xt.stride(0), xt.stride(1), valid.stride(0),
@@ -243,7 +247,7 @@ class FusedRelationKL(torch.autograd.Function):
         d_s, d_t = hidden_s // heads, xt.shape[-1] // heads
         grad_scale = (grad_total.float() / num_rows).reshape(1)  # stays on the device: no host sync
         grad_xs = torch.empty_like(xs)
-        grid = (batch * heads, triton.cdiv(length, plan.block_m))
+        grid = (batch * heads * triton.cdiv(length, plan.block_m),)
         _relation_kl_backward[grid](
             xs, xt, valid, lse_s, lse_t, grad_scale, grad_xs,
             xs.stride(0), xs.stride(1), xt.stride(0), xt.stride(1), valid.stride(0), grad_xs.stride(0), grad_xs.stride(1),

@@ -39,6 +39,7 @@ from compress.errors import UserError
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"
+CHECKPOINT = "checkpoint.pt"  # in distill/ and in every retraining's work folder
 
 # File descriptors of the run locks this process holds. A flock belongs to the open file, which a forked child
 # (a DataLoader worker) shares: were the child to keep it, a killed run's orphaned workers would hold its folder
@@ -139,6 +140,19 @@ def library_versions(names: Iterable[str] = _LIBRARIES) -> dict[str, str]:
     return versions
 
 
+def weights_are_whole(folder: Path) -> bool:
+    """Whether ``folder`` holds a config and a whole ``model.safetensors`` (a full disk leaves a truncated file
+    that still looks complete; safetensors checks on opening that the header's tensors cover the file exactly)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="numpy"):
+            pass
+    except Exception:  # missing, truncated or not safetensors: each raises its own type
+        return False
+    return (folder / "config.json").is_file()
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -178,6 +192,13 @@ class RunDir:
     @property
     def distill_dir(self) -> Path:
         return self.path / DISTILL
+
+    def distill_remedy(self) -> str:
+        """The command that gives this folder a whole student: ``--resume`` where a checkpoint exists (it continues
+        a killed run, or rebuilds a damaged student from the final checkpoint), a new distillation otherwise."""
+        if (self.distill_dir / CHECKPOINT).exists():
+            return f"`compress distill --run-dir {self.path} --resume`"
+        return f"`compress distill --run-dir {self.path} ...`"
 
     @property
     def eval_path(self) -> Path:

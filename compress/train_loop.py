@@ -24,9 +24,8 @@ from compress.config import TrainConfig
 from compress.errors import Interrupted
 from compress.distributed import DistContext, barrier, gather_objects, rng_state, set_rng_state
 from compress.progress import StepProgress
-from compress.run_dir import atomic_write_text
+from compress.run_dir import CHECKPOINT, atomic_write_text
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
 

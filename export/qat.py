@@ -150,17 +150,19 @@ def retrain(
     from compress.corpus import MixedSampler
     from compress.distill_step import RelationDistillation
     from compress.distributed import init_from_env
-    from compress.relation_loss import relation_kl
+    from compress.numerics import run_numerics
+    from compress.relation_loss import relation_kl, resolve_relation_kernel
     from compress.train_loop import StepOutput, train
 
     ctx = init_from_env(cfg.device)
+    kernel = resolve_relation_kernel(cfg.relation_kernel, ctx.device)
     student.to(ctx.device)
     reference.to(ctx.device).eval().requires_grad_(False)
     last_layer = len(layer_list(student, spec)) - 1
     micro_batch = cfg.batch_size // cfg.grad_accum
 
     sampler = MixedSampler([len(lines)], [1.0], 1.0, cfg.seed)
-    distillation = RelationDistillation(reference, reference_spec, reference_layer, relation_heads)
+    distillation = RelationDistillation(reference, reference_spec, reference_layer, relation_heads, kernel=kernel)
 
     def compute_loss(step: int, micro: int, _batch) -> StepOutput:
         texts = sampler.lines([lines], micro_batch, step, micro, ctx.rank)
@@ -168,7 +170,7 @@ def retrain(
         ids, mask = enc["input_ids"].to(ctx.device), enc["attention_mask"].to(ctx.device)
         loss, parts, out, ref_out = distillation.loss_with_outputs(student, spec, last_layer, ids, mask)
         if output_weight:
-            out_kl = relation_kl(out, ref_out, mask, relation_heads)
+            out_kl = relation_kl(out, ref_out, mask, relation_heads, kernel)
             loss = loss + output_weight * out_kl
             parts["out"] = out_kl
         if embedding_weight:
@@ -177,4 +179,5 @@ def retrain(
             parts["emb"] = gap
         return StepOutput(loss=loss, parts=parts, tokens=int(enc["attention_mask"].sum()))
 
-    return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)
+    with run_numerics(ctx.device, deterministic=cfg.deterministic):
+        return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)

@@ -16,7 +16,7 @@ from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
 from compress.run_dir import (
     DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, STUDENT, RunDir, atomic_write_text,
-    library_versions, now, read_provenance, sha256_of, write_provenance,
+    library_versions, now, read_provenance, sha256_of, weights_are_whole, write_provenance,
 )
 from compress.sentence_modules import copy_sentence_modules
 from export.fusion import fuse_for_cpu
@@ -33,8 +33,11 @@ def _model_dir(run_dir: RunDir, cfg: ExportConfig) -> tuple[Path, str]:
     """The folder to export and optimum's task for it; a clear error when the stage before is missing."""
     distill = run_dir.stage(DISTILL)
     if not distill or distill.get("status") != "complete" or not run_dir.student_dir.is_dir():
-        raise UserError(f"{run_dir.path} has no finished distillation: run `compress distill --run-dir {run_dir.path} ...` first")
+        raise UserError(f"{run_dir.path} has no finished distillation: run {run_dir.distill_remedy()} first")
     if cfg.model == STUDENT:
+        if not weights_are_whole(run_dir.student_dir):
+            raise UserError(f"{run_dir.student_dir} is damaged (its weights do not load): rebuild it with "
+                            f"{run_dir.distill_remedy()}")
         return run_dir.student_dir, TASKS["student"]
     if cfg.model == "teacher":  # the full teacher, as the reference a user would otherwise deploy
         teacher = run_dir.teacher()

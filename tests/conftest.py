@@ -2,7 +2,7 @@
 
 ``tiny_<family>_dir_shared`` (session) is built once and must not be modified; ``tiny_<family>_dir`` (function)
 is a fresh ``copytree`` of it under the test's ``tmp_path``, safe to corrupt or overwrite. Families: bert,
-roberta, xlmr (see tests/tiny_models.py for their tokenizers and special-token ids).
+roberta, xlmr (see reference/tiny_models.py for their tokenizers and special-token ids).
 """
 
 import os
@@ -19,7 +19,7 @@ import torch  # noqa: E402
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.tiny_models import BUILDERS, write_corpus  # noqa: E402
+from reference.tiny_models import BUILDERS, write_corpus  # noqa: E402
 
 FAMILIES = tuple(BUILDERS)  # ("bert", "roberta", "xlmr"): also the test ids of tiny_teacher_dir
 

@@ -24,7 +24,7 @@ from bench.report import headline_metrics, make_results, reference_shapes, timin
 from bench.timing import TimingStats, measure, throughput
 from bench.tokenization import load_tokenizer
 from compress.errors import UserError
-from tests.tiny_models import SAMPLE_TEXT
+from reference.tiny_models import SAMPLE_TEXT
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ def runs(tmp_path_factory, tiny_bert_dir_shared):
     """Two distilled runs; the first also has INT8, its teacher and a fine-tuned classifier exported."""
     base = tmp_path_factory.mktemp("bench")
     corpus = base / "corpus.txt"
-    from tests.tiny_models import write_corpus
+    from reference.tiny_models import write_corpus
 
     write_corpus(corpus)
     spec = write_toy_task(base, epochs=1, sizes=(64, 16, 40))

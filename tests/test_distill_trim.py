@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from reference.tiny_models import ENGLISH_TEXT, write_corpus
 from tests.cli_runner import run_cli
-from tests.tiny_models import ENGLISH_TEXT, write_corpus
 
 TEXT = ENGLISH_TEXT[:8]
 

@@ -20,7 +20,7 @@ from bench.tokenization import encode_batch, load_tokenizer
 from bench.torch_encoder import TorchEncoder
 from compress.errors import UserError
 from export.onnx_export import export_fp32
-from tests.tiny_models import SAMPLE_BY_LANGUAGE
+from reference.tiny_models import SAMPLE_BY_LANGUAGE
 
 
 # --- metrics ---------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_refusals_leave_nothing_that_looks_complete(tiny_bert_dir, corpus_file, 
     ("none", [], "has no finished distillation"),
     ("distilled", ["--opset", "9"], "opset"),
     ("distilled", ["--int8", "--int8-method", "static", "--calib-corpus", "EMPTY"], "no usable line"),
-    ("corrupt", [], "cannot load"),
+    ("corrupt", [], "is damaged (its weights do not load): rebuild it with `compress distill --run-dir"),
     ("distilled", ["--model", "sentiment"], "no fine-tuned model 'sentiment'"),
     ("teacher gone", ["--model", "teacher"], "is not there any more"),
     ("distilled", ["--qat", "--resume"], "no QAT checkpoint"),
@@ -184,7 +184,7 @@ def test_bert_weights_with_a_tokenizer_without_token_type_ids(tmp_path, corpus_f
     """multilingual-e5's shape: a BERT graph (token_type_ids input) with XLM-R's tokenizer (returns none)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tests.tiny_models import make_tiny_xlmr
+    from reference.tiny_models import make_tiny_xlmr
 
     xlmr = make_tiny_xlmr(tmp_path / "xlmr")
     tokenizer = AutoTokenizer.from_pretrained(xlmr)

@@ -15,8 +15,8 @@ from bench.evaluate import classification_scores
 from bench.tasks import load_task
 from bench.torch_encoder import TorchEncoder
 from export.onnx_export import export_fp32
+from reference.tiny_models import _COMMON_WORDS
 from tests.cli_runner import cli_command, cli_env, run_cli
-from tests.tiny_models import _COMMON_WORDS
 
 
 def write_toy_task(folder, epochs=2, sizes=(320, 80, 80)):

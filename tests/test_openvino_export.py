@@ -92,7 +92,7 @@ def test_bench_times_and_scores_openvino_beside_onnxruntime(tiny_bert_dir, corpu
     same tasks, their runtime and ISA flags in the machine facts."""
     from bench.report import validate_results
     from export.openvino_export import cpu_has_bf16
-    from tests.tiny_models import SAMPLE_TEXT
+    from reference.tiny_models import SAMPLE_TEXT
 
     run = tmp_path / "run"
     assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run, *SMALL], capsys).code == 0
@@ -180,7 +180,7 @@ def test_openvino_qat_graph_for_every_family(model_type, tiny_bert_dir, tmp_path
     from export.openvino_export import OpenVINOSession, convert_to_ir, input_names
     from export.openvino_qat import quantize_for_training, save_ir
     from export.parity import compare, encode
-    from tests.tiny_models import SAMPLE_TEXT
+    from reference.tiny_models import SAMPLE_TEXT
 
     assert model_type in ARCHITECTURES
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)

@@ -17,8 +17,8 @@ from transformers import AutoTokenizer
 from compress.errors import UserError
 from compress.prepare_data import PrepareSettings, prepare_corpus, source_fingerprint, tokenizer_spec
 from compress.token_shards import CORPUS_JSON, TokenCorpus
+from reference.tiny_models import SAMPLE_TEXT, write_corpus
 from tests.cli_runner import cli_command, cli_env, run_cli
-from tests.tiny_models import SAMPLE_TEXT, write_corpus
 
 LONG = " ".join(SAMPLE_TEXT)  # hundreds of tokens: several windows at max length 32
 SMALL = ["--layers", "2", "--hidden", "32", "--heads", "2", "--batch-size", "8", "--max-length", "32",

@@ -1,6 +1,9 @@
 """The fused Triton relation KL against the torch reference, in value and gradient (on CPU under Triton's
 interpreter, on CUDA natively), and the tile rules that the interpreter does not enforce."""
 
+import json
+import os
+
 import pytest
 import torch
 
@@ -136,3 +139,59 @@ def test_cuda_base_shape_matches_the_torch_path():
         xs16, xt16 = xs.detach().bfloat16().requires_grad_(), xt.bfloat16()
         ref16, _, out16, _ = _both(xs16, xt16, mask, 48)
         assert out16.item() == pytest.approx(ref16.item(), rel=1e-3)
+
+
+# Compiles both kernels for a GPU architecture with Triton's own compiler and ptxas (both ship in the triton
+# wheel; no GPU needed) and prints the shared memory each needs. Run without TRITON_INTERPRET, in a subprocess.
+_COMPILE = r"""
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from compress import relation_kernel as rk
+
+arch, dtype, length, d_s, d_t = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+plan = rk.tile_plan(length, d_s, d_t, element_bytes=2 if dtype == "bf16" else 4)
+constants = {"BLOCK_M": plan.block_m, "BLOCK_N": plan.block_n, "BLOCK_DS": plan.block_ds, "BLOCK_DT": plan.block_dt,
+             "PRECISION": "ieee" if dtype == "fp32" else "tf32", "WIDEN": False}
+out = {"triton": triton.__version__}
+for fn in (rk._relation_kl_forward, rk._relation_kl_backward):
+    types = {}
+    for name in fn.arg_names:
+        if name in constants:
+            types[name] = "constexpr"
+        elif name in ("XS", "XT", "DXS"):
+            types[name] = "*" + dtype
+        elif name == "VALID":
+            types[name] = "*i8"
+        elif name.isupper() and name not in ("T", "R", "D_S", "D_T"):
+            types[name] = "*fp32"
+        else:
+            types[name] = "fp32" if name.startswith("scale") else "i32"
+    kernel = triton.compile(ASTSource(fn=fn, signature=types, constexprs=constants),
+                            target=GPUTarget("cuda", int(arch), 32), options={"num_warps": plan.num_warps})
+    out[fn.__name__] = kernel.metadata.shared
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("arch, dtype, shape", [
+    ("90", "bf16", (128, 8, 16)),  # the base shape's student and teacher head sizes, as distilled (bf16)
+    ("90", "fp32", (128, 8, 16)),
+    ("80", "bf16", (512, 32, 64)),  # wider heads, the paper's length, on Ampere
+    ("90", "fp32", (37, 128, 128)),  # the widest heads allowed, in fp32: the most shared memory
+], ids=["hopper-bf16-base", "hopper-fp32-base", "ampere-bf16-wide", "hopper-fp32-widest"])
+def test_kernels_compile_for_the_gpu(arch, dtype, shape):
+    """The GPU rules the interpreter skips, enforced by the real compiler: both kernels build for Ampere and
+    Hopper at the base shape's head sizes (8 and 16), wider heads and the widest allowed, within the shared memory
+    of the smallest of those GPUs (99 KiB a block on sm_86)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _COMPILE, arch, dtype, *map(str, shape)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shared = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("_relation_kl_forward", "_relation_kl_backward"):
+        assert 0 < shared[name] <= 99 * 1024, shared

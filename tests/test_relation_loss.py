@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from tests.textbook_loss import naive_relation_loss
 from compress.relation_loss import KERNELS, relation_kd_loss
+from reference.textbook_loss import naive_relation_loss
 
 
 @pytest.fixture(params=KERNELS)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from tests.tiny_models import BUILDERS, SAMPLE_TEXT
+from reference.tiny_models import BUILDERS, SAMPLE_TEXT
 
 MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlmr": "xlm-roberta"}
 

@@ -4,8 +4,8 @@ import json
 
 from transformers import AutoModel
 
+from reference.tiny_models import SAMPLE_BY_LANGUAGE, write_corpus
 from tests.cli_runner import run_cli
-from tests.tiny_models import SAMPLE_BY_LANGUAGE, write_corpus
 
 
 def test_trim_vocab_command(tiny_xlmr_dir, tmp_path, capsys):

@@ -23,7 +23,7 @@ from compress.vocab_trim import (
     trim_tokenizer,
 )
 from export.onnx_export import export_fp32
-from tests.tiny_models import (
+from reference.tiny_models import (
     BERT_SPECIALS, BUILDERS, SAMPLE_BY_LANGUAGE, SAMPLE_TEXT, bert_vocab, unigram_vocab, write_corpus,
 )
 
