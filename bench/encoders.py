@@ -85,6 +85,53 @@ class OrtEncoder:
         return self._run("logits", texts, pairs)
 
 
+def sentence_pooling(folder: Path | str) -> tuple[str, bool]:
+    """(pooling mode ``mean`` | ``cls`` | ``max``, whether to L2-normalize) from the folder's sentence-transformers
+    files (modules.json, 1_Pooling/, 2_Normalize/); mean and no normalization for a folder without them."""
+    from compress.sentence_modules import teacher_pooling
+
+    found = teacher_pooling(folder)
+    flags = found["pooling"]
+    mode = "cls" if flags.get("pooling_mode_cls_token") else "max" if flags.get("pooling_mode_max_tokens") else "mean"
+    return mode, bool(found["normalize"])
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, mode: str = "mean", normalize: bool = False) -> np.ndarray:
+    """Sentence embeddings from token vectors: hidden ``[B, T, H]``, mask ``[B, T]`` → ``[B, H]`` float32, pooled by
+    ``mode`` (mean over kept tokens, the first token, or the max over kept tokens), then L2-normalized if asked."""
+    if mode == "cls":
+        out = np.asarray(hidden[:, 0], dtype=np.float32)
+    elif mode == "max":
+        out = np.where(np.asarray(mask)[..., None] > 0, hidden, -np.inf).max(axis=1).astype(np.float32)
+    else:
+        out = mean_pool(hidden, mask)
+    if normalize:
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+class TextRequest:
+    """One user request as a no-argument callable (what the end-to-end timing times): ``texts`` (B strings) →
+    tokenized (truncated at the tokenizer's length, padded to the longest) → the model via ``session.run`` (ONNX
+    Runtime or :class:`export.openvino_export.OpenVINOSession`) → ``[B, H]`` float32 pooled and, where the folder's
+    sentence-transformers modules say so, normalized; a classifier (no ``last_hidden_state``) returns ``[B, C]``
+    logits. ``session``'s declared integer input types are honoured, as :class:`bench.ort_session.SessionRunner` does."""
+
+    def __init__(self, session, tokenizer, texts: list[str], folder: Path | str):
+        self.session, self.tokenizer, self.texts = session, tokenizer, list(texts)
+        outputs = [o.name for o in session.get_outputs()]
+        self.output = "last_hidden_state" if "last_hidden_state" in outputs else "logits" if "logits" in outputs else outputs[0]
+        types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+        self.inputs = {i.name: types.get(getattr(i, "type", None), np.int64) for i in session.get_inputs()}
+        self.mode, self.normalize = sentence_pooling(folder)
+
+    def __call__(self) -> np.ndarray:
+        batch = encode_batch(self.tokenizer, self.texts)
+        feeds = {name: batch[name].astype(dtype, copy=False) for name, dtype in self.inputs.items()}
+        (out,) = self.session.run([self.output], feeds)
+        return pool(out, batch["attention_mask"], self.mode, self.normalize) if out.ndim == 3 else out
+
+
 def _unsort(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
     """Put per-batch rows back in the caller's order."""
     width = parts[0][1].shape[1]

@@ -26,6 +26,7 @@ from compress.config import FinetuneConfig, TrainConfig, to_plain
 from compress.distributed import DistContext, resolve_device, seed_everything
 from compress.errors import UserError, first_line
 from compress.run_dir import FINETUNE, RunDir, atomic_directory, atomic_write_text, library_versions, now
+from compress.tracking import open_trackers, require_trackers
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ def load_classifier(source: str, labels: list[str]):
     return model, tokenizer
 
 
+def tracker_choice(cfg: FinetuneConfig, run_dir: RunDir) -> list[str]:
+    """``report_to`` as given, else the run's distillation's ``train.report_to`` (none without a distillation)."""
+    if cfg.report_to is not None:
+        return cfg.report_to
+    distill_cfg = run_dir.distill_config()
+    return distill_cfg.train.report_to if distill_cfg else []
+
+
 def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune; writes ``finetune/<name>/`` (best dev epoch), its ``scores.json`` and the manifest."""
     task = load_task(cfg.task)
@@ -91,6 +100,8 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
             return json.loads((out / "scores.json").read_text(encoding="utf-8"))
         raise UserError(f"nothing to resume for {out} (no checkpoint): run without --resume")
 
+    report_to = tracker_choice(cfg, run_dir)
+    require_trackers(report_to, "report_to")
     r = recipe(cfg, task)
     train_rows, dev_rows = task.rows("train"), task.rows("dev")
     if r["max_train_examples"] and len(train_rows) > r["max_train_examples"]:
@@ -112,7 +123,8 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
     total = steps_per_epoch * r["epochs"]
     train_cfg = TrainConfig(steps=total, batch_size=r["batch_size"], lr=r["lr"], weight_decay=cfg.weight_decay,
                             warmup_steps=int(r["warmup_ratio"] * total), seed=cfg.seed, device=cfg.device,
-                            checkpoint_every=steps_per_epoch, log_every=min(10, steps_per_epoch), eps=1e-8)
+                            checkpoint_every=steps_per_epoch, log_every=min(10, steps_per_epoch), eps=1e-8,
+                            report_to=report_to)
 
     def compute_loss(step: int, micro: int, _batch) -> StepOutput:
         epoch, position = divmod(step, steps_per_epoch)
@@ -148,9 +160,12 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
                          data={"train": len(train_rows), "dev": len(dev_rows), "labels": labels})
     log.info("fine-tuning %s on %s: %d examples, %d epochs of %d steps, lr %g", source, task.name,
              len(train_rows), r["epochs"], steps_per_epoch, r["lr"])
+    params = {"finetune": to_plain(cfg), "recipe": r, "train": to_plain(train_cfg), "task": task.name, "source": source,
+              "data": {"train": len(train_rows), "dev": len(dev_rows), "labels": json.dumps(labels)}}
+    trackers = open_trackers(report_to, run_dir.path, f"finetune-{name}", params=params, key="report_to")
     try:
         train(model, compute_loss, train_cfg, work, ctx, resume=resume, description=f"finetune {name}",
-              after_checkpoint=lambda step: score_dev(step) if step % steps_per_epoch == 0 else None)
+              after_checkpoint=lambda step: score_dev(step) if step % steps_per_epoch == 0 else None, trackers=trackers)
     except TrainingInterrupted:
         run_dir.update_stage(f"{STAGE}/{name}", status="interrupted")
         raise

@@ -17,7 +17,7 @@ from typing import Any
 from compress.run_dir import library_versions
 from export.isa import cpu_features  # torch-free: platform + /proc/cpuinfo
 
-__all__ = ["machine_facts", "physical_cores", "gpus"]
+__all__ = ["machine_facts", "physical_cores", "available_cores", "bench_threads", "gpus"]
 
 _LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "onnx", "openvino", "nncf", "numpy", "tokenizers", "matplotlib",
               "optimum", "optimum-onnx", "torch", "transformers", "relation-compress")
@@ -59,6 +59,25 @@ def _cpu_quota() -> float | None:
     return None
 
 
+def available_cores() -> int:
+    """Physical cores this process can use: /proc/cpuinfo's physical cores, capped by the CPUs it may run on
+    (affinity) and by the cgroup quota (rounded down); at least 1 (the logical CPU count where nothing says more)."""
+    limits = [n for n in (physical_cores(), _usable_cpus()) if n]
+    quota = _cpu_quota()
+    if quota is not None:
+        limits.append(max(1, int(quota)))
+    return max(1, min(limits)) if limits else max(1, os.cpu_count() or 1)
+
+
+def bench_threads(configured: int | None) -> tuple[int, str]:
+    """The one thread count every runtime runs at (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS,
+    torch.set_num_threads) and where it came from: ``configured`` (``bench.threads``) when set, else
+    :func:`available_cores` (``"physical cores"``)."""
+    if configured is not None:
+        return configured, "bench.threads"
+    return available_cores(), "physical cores"
+
+
 def gpus() -> list[dict[str, str]]:
     """``nvidia-smi``'s GPU names and driver versions; empty where there is no nvidia-smi or it fails."""
     exe = shutil.which("nvidia-smi")
@@ -78,8 +97,8 @@ def gpus() -> list[dict[str, str]]:
 
 
 def machine_facts(threads: int | None) -> dict[str, Any]:
-    """A JSON-ready description of this machine; ``threads`` is the intra-op thread count the benchmark used
-    (None: ONNX Runtime's default, one per physical core)."""
+    """A JSON-ready description of this machine; ``threads`` is the thread count every runtime ran at
+    (:func:`bench_threads`; None in results from before it was always set)."""
     import onnxruntime as ort
 
     features = cpu_features()

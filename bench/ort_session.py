@@ -25,7 +25,7 @@ import onnxruntime as ort
 from compress.errors import UserError
 from export.sessions import GPU_PROVIDERS, PROVIDERS
 
-__all__ = ["SessionRunner", "make_feeds", "providers_used"]
+__all__ = ["SessionRunner", "make_feeds", "providers_used", "request_texts"]
 
 # ONNX tensor element types the text inputs may be declared with
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -170,3 +170,34 @@ def make_feeds(tokenizer, texts: list[str], batch: int, seq_len: int,
         ids[row] = head + chunk + tail
     arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     return {name: arrays[name] for name in names}
+
+
+def request_texts(tokenizer, texts: list[str], batch: int, seq_len: int) -> list[str]:
+    """``batch`` strings of real text as a user would send them, each about ``seq_len`` tokens long with the special
+    tokens (the end-to-end timing's input; tokenizing with truncation at ``seq_len`` gives at most that).
+
+    Row r joins consecutive ``texts`` lines (cycling) from where row r-1 stopped until they give ``seq_len - specials``
+    tokens, and is cut at the end of that token in the original string (so the tokenizer does its normal work on
+    normal text, and not much more than the model sees). Either kind of tokenizer, as :func:`make_feeds`."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1 (got {batch})")
+    tok = _backend(tokenizer)
+    head, tail = _special_frame(tok)
+    body = seq_len - len(head) - len(tail)
+    if body < 1:
+        raise ValueError(f"seq_len {seq_len} leaves no room for text between the {len(head) + len(tail)} special tokens")
+    lines = [t for t in texts if t.strip()]
+    if not lines or not any(tok.encode(t, add_special_tokens=False).ids for t in lines[:100]):
+        raise ValueError("request_texts: the texts give no tokens; pass some non-empty lines of text")
+    rows, cursor = [], 0
+    for _ in range(batch):
+        text = ""
+        for _ in range(len(lines) * max(1, body)):  # enough lines for any body, even one token per line
+            text = f"{text} {lines[cursor % len(lines)]}" if text else lines[cursor % len(lines)]
+            cursor += 1
+            enc = tok.encode(text, add_special_tokens=False)
+            if len(enc.ids) >= body:
+                text = text[:enc.offsets[body - 1][1]]
+                break
+        rows.append(text)
+    return rows

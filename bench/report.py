@@ -1,35 +1,16 @@
-"""``compress bench``'s results: the schema (checked by :func:`validate_results`), and the files written from it.
+"""``compress bench``'s report: results.json, results.csv, results.md and the plots, written from one
+:class:`bench.results.Results` (the schema, checked on write and on read) and its :func:`bench.recommend.recommend`.
 
 :func:`write_report` writes into one folder, each file atomically:
 
-* ``results.json``: the results themselves (schema below and in docs/bench-results-schema.md);
+* ``results.json``: the results themselves (docs/bench-results-schema.md), with the ``recommendation`` record;
 * ``results.csv``: one row per timing, joined with its variant's facts and headline score per task;
-* ``results.md``: "Which model to ship" first, then one table per provider, per-language scores, settings,
-  the machine, and links to the plots;
+* ``results.md``: "Which model to ship" first (rendered from the recommendation), then one table per provider
+  (model-call and end-to-end latency), per-language scores, settings (the one thread count), the machine, plots;
 * ``latency_vs_accuracy.png``, ``per_language.png``, ``throughput_vs_batch.png``: each only when it has data.
 
-Schema (version 1)::
-
-    {"schema_version": 1, "created": ISO-8601 time, "machine": {...bench.machine.machine_facts...},
-     "settings": {"providers": [...], "batch_sizes": [...], "seq_lengths": [...], "threads": int | null,
-                  "warmup": int, "min_time_s": float, ...},
-     "variants": [{"name", "run", "path", "format": "onnx"|"openvino"|"torch",
-                   "precision": "fp32"|"fp16"|"bf16"|"int8"|"int8-qat", "size_bytes", "parameters"}],
-     "timings":  [{"variant", "provider", "batch", "seq_len", "threads", <TimingStats fields>,
-                   "sequences_per_s", "tokens_per_s"}],
-     "scores":   [{"variant", "task", "metric", "language": str | null (null: overall), "value"}]}
-
 Rows may carry further keys (e.g. ``providers_used`` in a timing row); they are kept in results.json and ignored
-by the checks and the other files.
-
-Conventions the report relies on:
-
-* A higher score is better, for every metric.
-* A task's *headline metric* is the metric of its first overall (``language`` null) row in ``scores``: write the
-  headline row of each task first. A task with only per-language rows has no headline.
-* The *reference shape* of a provider is its smallest measured batch and its largest measured sequence length
-  (batch 1 × the longest input, a typical online request); "Which model to ship" and the latency axis of
-  ``latency_vs_accuracy.png`` use the p50 latency at that shape.
+by the other files. A higher score is better, for every metric.
 """
 
 from __future__ import annotations
@@ -44,220 +25,51 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.pareto import best_under_budget, pareto_front
+from bench.pareto import pareto_front
+from bench.recommend import NEAR_BEST, headline_metrics, headline_scores, recommend, reference_picks, reference_shapes
+from bench.results import (FORMATS, PRECISIONS, PROVIDER_NAMES, SCHEMA_VERSION, Recommendation, Results, load_results,
+                           parse_results, validate_results)
 from bench.timing import FIELDS as TIMING_FIELDS
 from bench.timing import TimingStats, throughput
 from compress.run_dir import atomic_write_bytes, atomic_write_text
 
 __all__ = ["SCHEMA_VERSION", "FORMATS", "PRECISIONS", "PROVIDER_NAMES", "NEAR_BEST", "validate_results",
-           "make_results", "timing_row", "headline_metrics", "headline_scores", "reference_shapes", "write_report", "load_results"]
+           "make_results", "timing_row", "headline_metrics", "headline_scores", "reference_shapes", "recommend",
+           "write_report", "load_results", "parse_results"]
 
-SCHEMA_VERSION = 1
-FORMATS = ("onnx", "openvino", "torch")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-qat")
-PROVIDER_NAMES = ("cpu", "cuda", "tensorrt")
 RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
-NEAR_BEST = 0.01  # "ship" answer: the fastest variant within 1 % (relative) of the best score
 PLOTS = {"latency_vs_accuracy": "latency_vs_accuracy.png", "per_language": "per_language.png",
          "throughput_vs_batch": "throughput_vs_batch.png"}
-_TOP_KEYS = ("schema_version", "created", "machine", "settings", "variants", "timings", "scores")
-_VARIANT_COLUMNS = ("name", "run", "path", "format", "precision", "size_bytes", "parameters")
-_TIMING_KEYS = ("variant", "provider", "batch", "seq_len", "threads", *TIMING_FIELDS, "sequences_per_s", "tokens_per_s")
+E2E_FIELDS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms")  # the end-to-end columns of results.csv (prefixed e2e_)
 
 
 # ---------------------------------------------------------------- building rows
 
 
 def timing_row(variant: str, provider: str, batch: int, seq_len: int, threads: int | None, stats: TimingStats,
-               **extra: Any) -> dict[str, Any]:
-    """One ``timings`` row: identity, the TimingStats fields and the throughput; ``extra`` keys are appended."""
+               end_to_end: TimingStats | None = None, **extra: Any) -> dict[str, Any]:
+    """One ``timings`` row: identity, the model call's TimingStats fields and throughput, then ``end_to_end`` (the
+    request from text to embedding, or None when not measured); ``extra`` keys are appended."""
     return {"variant": variant, "provider": provider, "batch": batch, "seq_len": seq_len, "threads": threads,
-            **stats.as_dict(), **throughput(stats, batch, seq_len), **extra}
+            **stats.as_dict(), **throughput(stats, batch, seq_len),
+            "end_to_end": None if end_to_end is None else end_to_end.as_dict(), **extra}
 
 
 def make_results(*, machine: Mapping[str, Any], settings: Mapping[str, Any], variants: Sequence[Mapping[str, Any]],
                  timings: Sequence[Mapping[str, Any]] = (), scores: Sequence[Mapping[str, Any]] = (),
                  created: str | None = None) -> dict[str, Any]:
-    """A results dict with the schema version and creation time filled in (validated)."""
-    results = {"schema_version": SCHEMA_VERSION,
-               "created": created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "machine": dict(machine), "settings": dict(settings), "variants": [dict(v) for v in variants],
-               "timings": [dict(t) for t in timings], "scores": [dict(s) for s in scores]}
-    validate_results(results)
-    return results
+    """A results dict as results.json holds it: checked through :class:`Results`, with the schema version, the
+    creation time and the :func:`recommend` record filled in."""
+    results = parse_results({
+        "schema_version": SCHEMA_VERSION,
+        "created": created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": dict(machine), "settings": dict(settings), "variants": [dict(v) for v in variants],
+        "timings": [dict(t) for t in timings], "scores": [dict(s) for s in scores]})
+    results.recommendation = recommend(results)
+    return results.to_json()
 
 
-# ---------------------------------------------------------------- validation
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _fail(where: str, expected: str, value: Any) -> None:
-    shown = repr(value)
-    raise ValueError(f"{where}: expected {expected}, got {shown[:80] + '...' if len(shown) > 80 else shown}")
-
-
-def _check(ok: bool, where: str, expected: str, value: Any) -> None:
-    if not ok:
-        _fail(where, expected, value)
-
-
-def _check_row(row: Any, where: str, keys: Sequence[str]) -> None:
-    _check(isinstance(row, dict), where, "an object", row)
-    missing = [k for k in keys if k not in row]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
-
-
-def _nonempty_str(x: Any) -> bool:
-    return isinstance(x, str) and bool(x.strip())
-
-
-def validate_results(results: Any) -> None:
-    """Raise ValueError naming the first problem (with its place, e.g. ``timings[3].p50_ms``); None when valid."""
-    _check(isinstance(results, dict), "results", "an object", results)
-    missing = [k for k in _TOP_KEYS if k not in results]
-    if missing:
-        raise ValueError(f"results: missing key(s) {', '.join(missing)}")
-    _check(results["schema_version"] == SCHEMA_VERSION and _is_int(results["schema_version"]), "schema_version",
-           str(SCHEMA_VERSION), results["schema_version"])
-    created = results["created"]
-    _check(isinstance(created, str), "created", "an ISO-8601 time string", created)
-    try:
-        dt.datetime.fromisoformat(created)
-    except ValueError:
-        _fail("created", "an ISO-8601 time string", created)
-    _check(isinstance(results["machine"], dict), "machine", "an object", results["machine"])
-
-    settings = results["settings"]
-    _check_row(settings, "settings", ("providers", "batch_sizes", "seq_lengths", "threads", "warmup", "min_time_s"))
-    providers = settings["providers"]
-    _check(isinstance(providers, list) and bool(providers) and all(p in PROVIDER_NAMES for p in providers),
-           "settings.providers", f"a non-empty list of {', '.join(PROVIDER_NAMES)}", providers)
-    for key in ("batch_sizes", "seq_lengths"):
-        value = settings[key]
-        _check(isinstance(value, list) and bool(value) and all(_is_int(v) and v >= 1 for v in value),
-               f"settings.{key}", "a non-empty list of integers >= 1", value)
-    _check(settings["threads"] is None or (_is_int(settings["threads"]) and settings["threads"] >= 1),
-           "settings.threads", "an integer >= 1 or null", settings["threads"])
-    _check(_is_int(settings["warmup"]) and settings["warmup"] >= 0, "settings.warmup", "an integer >= 0",
-           settings["warmup"])
-    _check(_is_number(settings["min_time_s"]) and settings["min_time_s"] >= 0, "settings.min_time_s",
-           "a number >= 0", settings["min_time_s"])
-
-    variants = results["variants"]
-    _check(isinstance(variants, list) and bool(variants), "variants", "a non-empty list", variants)
-    names: set[str] = set()
-    for i, v in enumerate(variants):
-        where = f"variants[{i}]"
-        _check_row(v, where, _VARIANT_COLUMNS)
-        _check(_nonempty_str(v["name"]), f"{where}.name", "a non-empty string", v["name"])
-        if v["name"] in names:
-            raise ValueError(f"{where}.name: variant '{v['name']}' appears twice")
-        names.add(v["name"])
-        _check(v["run"] is None or isinstance(v["run"], str), f"{where}.run", "a string or null", v["run"])
-        _check(_nonempty_str(v["path"]), f"{where}.path", "a non-empty string", v["path"])
-        _check(v["format"] in FORMATS, f"{where}.format", " or ".join(FORMATS), v["format"])
-        _check(v["precision"] in PRECISIONS, f"{where}.precision", ", ".join(PRECISIONS), v["precision"])
-        for key in ("size_bytes", "parameters"):
-            _check(v[key] is None or (_is_int(v[key]) and v[key] >= 0), f"{where}.{key}", "an integer >= 0 or null",
-                   v[key])
-
-    timings = results["timings"]
-    _check(isinstance(timings, list), "timings", "a list", timings)
-    seen: set[tuple] = set()
-    for i, t in enumerate(timings):
-        where = f"timings[{i}]"
-        _check_row(t, where, _TIMING_KEYS)
-        _check(t["variant"] in names, f"{where}.variant", "the name of a listed variant", t["variant"])
-        _check(t["provider"] in settings["providers"], f"{where}.provider",
-               f"one of settings.providers ({', '.join(settings['providers'])})", t["provider"])
-        for key in ("batch", "seq_len", "runs"):
-            _check(_is_int(t[key]) and t[key] >= 1, f"{where}.{key}", "an integer >= 1", t[key])
-        _check(t["threads"] is None or (_is_int(t["threads"]) and t["threads"] >= 1), f"{where}.threads",
-               "an integer >= 1 or null", t["threads"])
-        for key in TIMING_FIELDS[1:]:
-            _check(_is_number(t[key]) and t[key] >= 0, f"{where}.{key}", "a finite number >= 0", t[key])
-        for key in ("sequences_per_s", "tokens_per_s"):
-            _check(_is_number(t[key]) and t[key] > 0, f"{where}.{key}", "a finite number > 0", t[key])
-        order = [t["min_ms"], t["p50_ms"], t["p90_ms"], t["p99_ms"], t["max_ms"]]
-        slack = 1e-9 * max(1.0, t["max_ms"])
-        if any(a > b + slack for a, b in zip(order, order[1:])) or not t["min_ms"] - slack <= t["mean_ms"] <= t["max_ms"] + slack:
-            raise ValueError(f"{where}: latencies out of order (need min <= p50 <= p90 <= p99 <= max and "
-                             f"min <= mean <= max): {order}, mean {t['mean_ms']}")
-        key = (t["variant"], t["provider"], t["batch"], t["seq_len"], t["threads"])
-        if key in seen:
-            raise ValueError(f"{where}: a second timing of {t['variant']} on {t['provider']} at batch {t['batch']} × "
-                             f"{t['seq_len']} with {t['threads']} threads")
-        seen.add(key)
-
-    scores = results["scores"]
-    _check(isinstance(scores, list), "scores", "a list", scores)
-    seen = set()
-    for i, s in enumerate(scores):
-        where = f"scores[{i}]"
-        _check_row(s, where, ("variant", "task", "metric", "language", "value"))
-        _check(s["variant"] in names, f"{where}.variant", "the name of a listed variant", s["variant"])
-        for key in ("task", "metric"):
-            _check(_nonempty_str(s[key]), f"{where}.{key}", "a non-empty string", s[key])
-        _check(s["language"] is None or _nonempty_str(s["language"]), f"{where}.language",
-               "a non-empty string or null (overall)", s["language"])
-        _check(_is_number(s["value"]), f"{where}.value", "a finite number", s["value"])
-        key = (s["variant"], s["task"], s["metric"], s["language"])
-        if key in seen:
-            raise ValueError(f"{where}: a second {s['task']}/{s['metric']} score of {s['variant']} "
-                             f"for language {s['language']}")
-        seen.add(key)
-
-
-def load_results(path: Path | str) -> dict[str, Any]:
-    """Read and validate a results.json."""
-    results = json.loads(Path(path).read_text(encoding="utf-8"))
-    validate_results(results)
-    return results
-
-
-# ---------------------------------------------------------------- derived views
-
-
-def headline_metrics(results: Mapping[str, Any]) -> dict[str, str]:
-    """{task: metric of its first overall score row}, tasks in order of appearance."""
-    out: dict[str, str] = {}
-    for s in results["scores"]:
-        if s["language"] is None and s["task"] not in out:
-            out[s["task"]] = s["metric"]
-    return out
-
-
-def headline_scores(results: Mapping[str, Any]) -> dict[tuple[str, str], float]:
-    """{(variant, task): headline value}."""
-    metrics = headline_metrics(results)
-    return {(s["variant"], s["task"]): s["value"] for s in results["scores"]
-            if s["language"] is None and metrics.get(s["task"]) == s["metric"]}
-
-
-def reference_shapes(results: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
-    """{provider: (smallest batch, largest seq_len) among its timings}."""
-    shapes: dict[str, tuple[int, int]] = {}
-    for t in results["timings"]:
-        b, s = shapes.get(t["provider"], (t["batch"], t["seq_len"]))
-        shapes[t["provider"]] = (min(b, t["batch"]), max(s, t["seq_len"]))
-    return shapes
-
-
-def _reference_latencies(results: Mapping[str, Any], provider: str, shape: tuple[int, int]) -> dict[str, float]:
-    """{variant: p50 ms at the provider's reference shape} (first row when several thread counts)."""
-    out: dict[str, float] = {}
-    for t in results["timings"]:
-        if t["provider"] == provider and (t["batch"], t["seq_len"]) == shape:
-            out.setdefault(t["variant"], t["p50_ms"])
-    return out
+# ---------------------------------------------------------------- formatting
 
 
 def _ms(x: float) -> str:
@@ -285,57 +97,50 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 # ---------------------------------------------------------------- results.md
 
 
-def _ship_section(results: Mapping[str, Any]) -> list[str]:
+def _runtime(pick) -> str:
+    return RUNTIME_NAMES.get(pick.format, pick.format)
+
+
+def _e2e(pick, prefix: str = ", end-to-end ") -> str:
+    return "" if pick.e2e_p50_ms is None else f"{prefix}{_ms(pick.e2e_p50_ms)} ms"
+
+
+def _ship_section(rec: Recommendation) -> list[str]:
+    """results.md's "Which model to ship", rendered from the :func:`recommend` record (no decision made here)."""
     lines = ["## Which model to ship", ""]
-    shapes = reference_shapes(results)
-    metrics = headline_metrics(results)
-    headline = headline_scores(results)
-    runtime = {v["name"]: RUNTIME_NAMES.get(v["format"], v["format"]) for v in results["variants"]}
-    if not shapes:
+    if not rec.providers:
         return lines + ["No timings in these results: nothing to compare.", ""]
-    lines += [f"Latency is the median (p50) of one call at the reference shape (smallest batch × longest input); "
+    lines += [f"Latency is the median (p50) of one model call at the reference shape (smallest batch × longest input; "
+              f"the end-to-end p50, text in and embedding out, beside it where measured); "
               f"scores are each task's headline metric (higher is better). \"Ship\" names the fastest variant "
-              f"within {100 * NEAR_BEST:g} % (relative) of the best score.", ""]
-    for provider, (batch, seq) in shapes.items():
-        latency = _reference_latencies(results, provider, (batch, seq))
-        threads = next((t["threads"] for t in results["timings"] if t["provider"] == provider), None)
-        lines += [f"### {provider}: batch {batch} × {seq} tokens, "
-                  f"{threads if threads is not None else 'default'} threads", ""]
-        if not metrics:
-            ranked = sorted(latency, key=latency.get)
+              f"within {100 * rec.near_best:g} % (relative) of the best score.", ""]
+    for choice in rec.providers:
+        threads = choice.threads if choice.threads is not None else "default"
+        lines += [f"### {choice.provider}: batch {choice.batch} × {choice.seq_len} tokens, {threads} threads", ""]
+        if not choice.tasks:
             lines += ["No accuracy scores in these results; the variants by p50 latency: "
-                      + ", ".join(f"**{v}** {_ms(latency[v])} ms" if i == 0 else f"{v} {_ms(latency[v])} ms"
-                                  for i, v in enumerate(ranked)) + ".", ""]
+                      + ", ".join(f"**{p.variant}** {_ms(p.p50_ms)} ms" if i == 0 else f"{p.variant} {_ms(p.p50_ms)} ms"
+                                  for i, p in enumerate(choice.by_latency)) + ".", ""]
             continue
-        for task, metric in metrics.items():
-            rows = [{"variant": v, "p50": latency[v], "score": headline[(v, task)]}
-                    for v in latency if (v, task) in headline]
-            if not rows:
-                lines.append(f"- **{task}** ({metric}): no variant with a score was timed on {provider}.")
+        for task in choice.tasks:
+            ship = task.ship
+            if ship is None:
+                lines.append(f"- **{task.task}** ({task.metric}): no variant with a score was timed on {choice.provider}.")
                 continue
-            best = max(r["score"] for r in rows)
-            near = [r for r in rows if r["score"] >= best - NEAR_BEST * abs(best)]
-            ship = min(near, key=lambda r: (r["p50"], -r["score"]))
-            front = pareto_front([(r["p50"], r["score"]) for r in rows])
-            lines.append(f"- **{task}** ({metric}): ship **{ship['variant']}** on {runtime.get(ship['variant'], '?')} "
-                         f"({metric} {_score(ship['score'])}, "
-                         f"p50 {_ms(ship['p50'])} ms; best {_score(best)}). Pareto front: "
-                         + " → ".join(f"{rows[i]['variant']} ({_ms(rows[i]['p50'])} ms, {_score(rows[i]['score'])})"
-                                      for i in front) + ".")
+            lines.append(f"- **{task.task}** ({task.metric}): ship **{ship.variant}** on {_runtime(ship)} "
+                         f"({task.metric} {_score(ship.score)}, p50 {_ms(ship.p50_ms)} ms{_e2e(ship)}; "
+                         f"best {_score(task.best_score)}). Pareto front: "
+                         + " → ".join(f"{p.variant} ({_ms(p.p50_ms)} ms, {_score(p.score)})" for p in task.pareto_front)
+                         + ".")
         lines.append("")
-        budgets = sorted({latency[v] for v in latency if any((v, task) in headline for task in metrics)})
-        table = []
-        for budget in budgets:
-            row = [f"≤ {_ms(budget)} ms"]
-            for task in metrics:
-                rows = [{"variant": v, "p50": latency[v], "score": headline[(v, task)]}
-                        for v in latency if (v, task) in headline]
-                best = best_under_budget(rows, "p50", "score", budget)
-                row.append("–" if best is None else f"{best['variant']} ({_score(best['score'])}, {_ms(best['p50'])} ms)")
-            table.append(row)
-        lines += ["Best variant under each latency budget:", ""]
-        lines += _table(["p50 budget", *(f"{task} ({metric})" for task, metric in metrics.items())], table)
-        lines.append("")
+        if choice.budgets:
+            table = [[f"≤ {_ms(b.p50_ms)} ms"]
+                     + ["–" if b.best.get(t.task) is None else
+                        f"{b.best[t.task].variant} ({_score(b.best[t.task].score)}, {_ms(b.best[t.task].p50_ms)} ms)"
+                        for t in choice.tasks] for b in choice.budgets]
+            lines += ["Best variant under each latency budget:", ""]
+            lines += _table(["p50 budget", *(f"{t.task} ({t.metric})" for t in choice.tasks)], table)
+            lines.append("")
     return lines
 
 
@@ -351,8 +156,9 @@ def _provider_tables(results: Mapping[str, Any]) -> list[str]:
         by_key = {}
         for t in rows:
             by_key.setdefault((t["variant"], t["batch"], t["seq_len"]), t)
+        e2e = any(t.get("end_to_end") for t in rows)
         header = ["variant", "precision", "size MB", "params",
-                  *(f"b{b}×{s} p50 / p90 ms" for b, s in shapes), "max seq/s",
+                  *(f"b{b}×{s} p50 / p90 ms" + (" (end-to-end p50)" if e2e else "") for b, s in shapes), "max seq/s",
                   *(f"{task} ({metric})" for task, metric in metrics.items())]
         table = []
         for name in dict.fromkeys(t["variant"] for t in rows):
@@ -363,11 +169,18 @@ def _provider_tables(results: Mapping[str, Any]) -> list[str]:
                      "–" if v["parameters"] is None else f"{v['parameters'] / 1e6:.2f} M"]
             for b, s in shapes:
                 t = by_key.get((name, b, s))
-                cells.append("–" if t is None else f"{_ms(t['p50_ms'])} / {_ms(t['p90_ms'])}")
+                cell = "–" if t is None else f"{_ms(t['p50_ms'])} / {_ms(t['p90_ms'])}"
+                if t is not None and e2e:
+                    cell += f" ({_ms(t['end_to_end']['p50_ms'])})" if t.get("end_to_end") else " (–)"
+                cells.append(cell)
             cells.append(f"{_count(best['sequences_per_s'])} (b{best['batch']}×{best['seq_len']})")
             cells += [_score(headline.get((name, task))) for task in metrics]
             table.append(cells)
         lines += [f"## {provider}", ""] + _table(header, table) + [""]
+        if e2e:
+            lines += ["Latency per call: the model call on ready token ids (p50 / p90), and in brackets the end-to-end "
+                      "p50 of the same request as a user sends it: text in, tokenization, the model call, pooling "
+                      "(and normalization where the model normalizes), embedding out on the host.", ""]
     return lines
 
 
@@ -389,15 +202,28 @@ def _language_tables(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+THREADS_FROM = {"bench.threads": "set by bench.threads / --threads", "physical cores": "the physical cores available"}
+
+
+def _threads_line(settings: Mapping[str, Any]) -> str:
+    """The thread count every runtime ran at, and where it came from (results.md's header)."""
+    threads = settings.get("threads")
+    if threads is None:  # results from before the count was always set
+        return "Threads: each runtime's default."
+    source = THREADS_FROM.get(settings.get("threads_from"), settings.get("threads_from"))
+    return (f"Threads: every runtime ran at **{threads}** (ONNX Runtime intra-op threads, OpenVINO "
+            f"INFERENCE_NUM_THREADS, torch.set_num_threads)" + (f", {source}." if source else "."))
+
+
 def _machine_section(results: Mapping[str, Any]) -> list[str]:
     m, s = results["machine"], results["settings"]
     lines = ["## Settings and machine", "",
              f"- Providers {', '.join(s['providers'])}; batch sizes {', '.join(map(str, s['batch_sizes']))}; "
              f"sequence lengths {', '.join(map(str, s['seq_lengths']))}; "
              f"threads {s['threads'] if s['threads'] is not None else 'default'}; warm-up {s['warmup']} calls; "
-             f"at least {s['min_time_s']:g} s" + (f" and {s['min_runs']} calls" if "min_runs" in s else "")
+             f"at least {s['min_time_s']:g} s" + (f" and {s['min_runs']} calls" if s.get("min_runs") is not None else "")
              + " per measurement"
-             + (f", in {s['rounds']} alternating rounds over all variants." if s.get("rounds", 1) > 1 else ".")]
+             + (f", in {s['rounds']} alternating rounds over all variants." if (s.get("rounds") or 1) > 1 else ".")]
     if m.get("cpu"):
         cores = f"{m.get('physical_cores', '?')} physical / {m.get('logical_cores', '?')} logical cores"
         if m.get("usable_cpus") not in (None, m.get("logical_cores")):
@@ -430,8 +256,8 @@ def _markdown(results: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     lines = ["# Benchmark results", "",
              f"Created {results['created']}; {len(results['variants'])} variant(s), {len(results['timings'])} "
              f"timing(s), {len(results['scores'])} score(s). Full data: [results.json](results.json), "
-             f"[results.csv](results.csv).", ""]
-    lines += _ship_section(results)
+             f"[results.csv](results.csv).", "", _threads_line(results["settings"]), ""]
+    lines += _ship_section(parse_results(results).recommendation or recommend(results))
     lines += _provider_tables(results)
     lines += _language_tables(results)
     lines += _machine_section(results)
@@ -453,7 +279,8 @@ def _csv(results: Mapping[str, Any]) -> str:
     headline = headline_scores(results)
     score_columns = [f"{task}:{metric}" for task, metric in metrics.items()]
     header = ["variant", "run", "path", "format", "precision", "size_bytes", "parameters", "provider", "batch",
-              "seq_len", "threads", *TIMING_FIELDS, "sequences_per_s", "tokens_per_s", *score_columns]
+              "seq_len", "threads", *TIMING_FIELDS, "sequences_per_s", "tokens_per_s",
+              *(f"e2e_{k}" for k in E2E_FIELDS), *score_columns]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -462,6 +289,7 @@ def _csv(results: Mapping[str, Any]) -> str:
         writer.writerow([t["variant"], v["run"], v["path"], v["format"], v["precision"], v["size_bytes"],
                          v["parameters"], t["provider"], t["batch"], t["seq_len"], t["threads"],
                          *(t[k] for k in TIMING_FIELDS), t["sequences_per_s"], t["tokens_per_s"],
+                         *((t.get("end_to_end") or {}).get(k, "") for k in E2E_FIELDS),
                          *(headline.get((t["variant"], task), "") for task in metrics)])
     return buf.getvalue()
 
@@ -469,14 +297,14 @@ def _csv(results: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def _new_figure(panels: int, width: float = 5.5, height: float = 4.2, max_cols: int = 3):
+def _new_figure(panels: int, width: float = 5.5, height: float = 4.2, max_cols: int = 3, layout: str | None = "constrained"):
     """A matplotlib Figure drawn by the Agg canvas (no pyplot, no global backend switch) and its axes list."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = min(panels, max_cols)
     rows = math.ceil(panels / cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    fig = Figure(figsize=(width * cols, height * rows), layout=layout, dpi=DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     for ax in axes[panels:]:
@@ -484,44 +312,76 @@ def _new_figure(panels: int, width: float = 5.5, height: float = 4.2, max_cols: 
     return fig, axes[:panels]
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight: bool = False) -> bytes:
+    """PNG bytes at the dpi labels were placed at; ``tight`` crops to the drawn artists (no re-layout)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, **({"bbox_inches": "tight"} if tight else {}))
     return buf.getvalue()
 
 
-def _plot_latency_vs_accuracy(results: Mapping[str, Any]) -> bytes | None:
+DPI = 110
+LABEL_GID = "variant-label"  # the gid of a point's name on latency_vs_accuracy.png (tests find the labels by it)
+# Where a point's name may go, tried in turn: (dx, dy) in points from the point, and the text's alignment there.
+_LABEL_SPOTS = [(dx * r, dy * r, ha, va) for r in (1.0, 2.0, 3.2) for dx, dy, ha, va in (
+    (5, 5, "left", "bottom"), (5, -5, "left", "top"), (-5, 5, "right", "bottom"), (-5, -5, "right", "top"),
+    (0, 7, "center", "bottom"), (0, -7, "center", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center"))]
+_FALLBACK_MARKERS = ("^", "v", "s", "D", "P", "X", "*", "p", "h", "<", ">", "8", "d", "H")
+_PANEL_H = 5.3  # inches per row of panels: the plot and, below it, the legend band
+_MARKER_PT = 4.0  # half the size of another point's marker: a label may not cover it
+_MERGE_PT = 6.0  # points closer than this (in points) cannot be told apart: one label names them all
+_FALLBACK_GID = "variant-legend-marker"
+
+
+def latency_accuracy_figure(results: Mapping[str, Any] | Results):
+    """The latency_vs_accuracy Figure (one panel per task with scores: headline score against model-call p50 at each
+    provider's reference shape, end-to-end p50 as a thin segment, Pareto front ringed), or None without data.
+
+    Every point is named either by a label beside it that overlaps no other label, no other point and no panel edge
+    (measured with the renderer's text extents), or, where none fits, by its own marker in the legend."""
     metrics = headline_metrics(results)
     headline = headline_scores(results)
     shapes = reference_shapes(results)
     if not metrics or not shapes:
         return None
+    picks = {provider: reference_picks(results, provider, shape) for provider, shape in shapes.items()}
     panels = [(task, metric) for task, metric in metrics.items()
-              if any((v, task) in headline for p, shape in shapes.items() for v in _reference_latencies(results, p, shape))]
+              if any((v, task) in headline for found in picks.values() for v in found)]
     if not panels:
         return None
-    fig, axes = _new_figure(len(panels))
+    # A fixed geometry (no constrained layout): the panels do not move once drawn, so the labels are placed once
+    # against the final positions; the legend sits in the band below each panel.
+    fig, axes = _new_figure(len(panels), height=_PANEL_H, layout=None)
+    width, height = fig.get_size_inches()
+    rows = math.ceil(len(panels) / 3)
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.25 / width, top=1 - 0.45 / height, bottom=1.7 / height,
+                        wspace=0.3, hspace=2.15 / (_PANEL_H - 2.15) if rows > 1 else 0.2)
     colors = [f"C{i}" for i in range(10)]
+    named: list[tuple[Any, list[tuple[float, float, str, str]]]] = []  # per panel: (x, y, name, colour)
     for ax, (task, metric) in zip(axes, panels):
-        latencies = []
+        latencies, points_of_panel = [], []
         for k, (provider, shape) in enumerate(shapes.items()):
-            latency = _reference_latencies(results, provider, shape)
-            names = [v for v in latency if (v, task) in headline]
+            names = [v for v in picks[provider] if (v, task) in headline]
             if not names:
                 continue
-            points = [(latency[v], headline[(v, task)]) for v in names]
-            latencies += [p[0] for p in points]
+            points = [(picks[provider][v].p50_ms, headline[(v, task)]) for v in names]
+            e2e = [(picks[provider][v].e2e_p50_ms, headline[(v, task)]) for v in names
+                   if picks[provider][v].e2e_p50_ms is not None]
+            latencies += [p[0] for p in points] + [p[0] for p in e2e]
             color = colors[k % len(colors)]
             ax.scatter([p[0] for p in points], [p[1] for p in points], color=color, zorder=3,
                        label=f"{provider} (b{shape[0]}×{shape[1]})")
+            if e2e:
+                model = [picks[provider][v].p50_ms for v in names if picks[provider][v].e2e_p50_ms is not None]
+                ax.hlines([p[1] for p in e2e], model, [p[0] for p in e2e], color=color, alpha=0.45, linewidth=1.2,
+                          zorder=1, label="end-to-end p50 (text in)" if k == 0 else None)
+                ax.scatter([p[0] for p in e2e], [p[1] for p in e2e], marker="|", color=color, s=50, alpha=0.8, zorder=1)
             front = pareto_front(points)
             ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color=color, linestyle="--",
                     drawstyle="steps-post", alpha=0.6, zorder=2)
             ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=160, facecolors="none",
                        edgecolors=color, linewidths=1.5, zorder=4,
                        label="Pareto front" if k == 0 else None)
-            for (x, y), name in zip(points, names):
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            points_of_panel += [(x, y, name, color) for (x, y), name in zip(points, names)]
         if latencies and max(latencies) / max(min(latencies), 1e-12) > 20:
             from matplotlib.ticker import FormatStrFormatter
 
@@ -531,8 +391,84 @@ def _plot_latency_vs_accuracy(results: Mapping[str, Any]) -> bytes | None:
         ax.set_xlabel("p50 latency (ms) at the reference shape")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    return _png(fig)
+        ax.margins(x=0.08, y=0.12)  # room for labels at the edges
+        named.append((ax, points_of_panel))
+    _place_labels(fig, named)
+    return fig
+
+
+def _legend(ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3,
+              frameon=False)  # in the band below the panel: never over a label or a point
+
+
+def _groups(where, radius: float) -> list[list[int]]:
+    """Indices of points (display coordinates) closer than ``radius`` to one another, transitively: points a reader
+    cannot tell apart, named together. Each group in the order of its first point."""
+    parent = list(range(len(where)))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(where)):
+        for j in range(i):
+            if (where[i][0] - where[j][0]) ** 2 + (where[i][1] - where[j][1]) ** 2 < radius**2:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(where)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def _place_labels(fig, panels: list[tuple[Any, list[tuple[float, float, str, str]]]]) -> None:
+    """Name the points of each panel ``(ax, [(x, y, name, colour)])``, on a figure whose panels no longer move.
+
+    Points that sit on one another (closer than ``_MERGE_PT``) share one label, their names one per line, best score
+    first. A label takes the first spot of ``_LABEL_SPOTS`` whose text box (renderer extents, 1 pt apart) stays inside
+    the panel and clear of the labels placed so far and of the other points; a group with no such spot gets a marker
+    of its own, with its names in the legend below the panel."""
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()  # limits, scales and panel positions final
+    renderer = fig.canvas.get_renderer()
+    pt = fig.dpi / 72.0
+    for ax, points in panels:
+        ax.set_xlim(ax.get_xlim())  # frozen: the markers added below must not rescale the panel
+        ax.set_ylim(ax.get_ylim())
+        area = ax.get_window_extent(renderer)
+        where = ax.transData.transform([(x, y) for x, y, _, _ in points]) if points else []
+        r = _MARKER_PT * pt
+        markers = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in where]
+        placed: list[Any] = []
+        in_legend = 0
+        for group in _groups(where, _MERGE_PT * pt):
+            group = sorted(group, key=lambda j: -points[j][1])
+            others = [m for k, m in enumerate(markers) if k not in group]
+            x, y, _, color = points[group[0]]
+            for dx, dy, ha, va in _LABEL_SPOTS:
+                text = ax.annotate("\n".join(points[j][2] for j in group), (x, y), xytext=(dx, dy),
+                                   textcoords="offset points", ha=ha, va=va, fontsize=8, gid=LABEL_GID)
+                text.set_in_layout(False)
+                box = text.get_window_extent(renderer).padded(pt)
+                if (area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+                        and not any(box.overlaps(o) for o in placed + others)):
+                    placed.append(box)
+                    break
+                text.remove()
+            else:
+                ax.scatter([x], [y], marker=_FALLBACK_MARKERS[in_legend % len(_FALLBACK_MARKERS)], s=45, color=color,
+                           edgecolors="black", linewidths=0.6, zorder=5, gid=_FALLBACK_GID,
+                           label=", ".join(points[j][2] for j in group))
+                in_legend += 1
+        _legend(ax)
+
+
+def _plot_latency_vs_accuracy(results: Mapping[str, Any]) -> bytes | None:
+    fig = latency_accuracy_figure(results)
+    return None if fig is None else _png(fig, tight=True)
 
 
 def _plot_per_language(results: Mapping[str, Any]) -> bytes | None:
@@ -588,10 +524,13 @@ def _plot_throughput(results: Mapping[str, Any]) -> bytes | None:
 # ---------------------------------------------------------------- writer
 
 
-def write_report(out_dir: Path | str, results: Mapping[str, Any]) -> dict[str, Path]:
-    """Validate ``results`` and write results.json, results.csv, the plots that have data, and results.md into
-    ``out_dir`` (each atomically). Returns {"json", "csv", "md", and each written plot's key: path}."""
-    validate_results(results)
+def write_report(out_dir: Path | str, results: Mapping[str, Any] | Results) -> dict[str, Path]:
+    """Check ``results`` through :class:`Results` (a ValueError line and nothing written when they do not fit),
+    store a fresh :func:`recommend` record in them, and write results.json, results.csv, the plots that have data,
+    and results.md into ``out_dir`` (each atomically). Returns {"json", "csv", "md", each written plot's key: path}."""
+    typed = parse_results(results).model_copy()
+    typed.recommendation = recommend(typed)
+    results = typed.to_json()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {"json": out / "results.json", "csv": out / "results.csv"}

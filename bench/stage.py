@@ -21,10 +21,10 @@ from typing import Any
 
 import onnxruntime as ort
 
-from bench.encoders import OrtEncoder, head_labels
+from bench.encoders import OrtEncoder, TextRequest, head_labels
 from bench.evaluate import evaluate
-from bench.machine import machine_facts
-from bench.ort_session import SessionRunner, make_feeds, providers_used
+from bench.machine import bench_threads, machine_facts
+from bench.ort_session import SessionRunner, make_feeds, providers_used, request_texts
 from export.sessions import PROVIDERS, check_provider, make_session
 from bench.report import make_results, timing_row, write_report
 from bench.tasks import TaskSpec, load_task
@@ -32,8 +32,10 @@ from bench.timing import TimedCall, TimingStats, time_calls
 from bench.tokenization import load_tokenizer
 from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
-from compress.prepare_data import text_sources
 from compress.errors import UserError
+from compress.model_card import refresh_model_cards
+from compress.positions import max_sequence_length
+from compress.prepare_data import text_sources
 from compress.run_dir import PARITY_FILE, RunDir, now
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,7 @@ def input_texts(cfg: BenchConfig, run_dirs: list[Path]) -> list[str]:
 
 def _max_positions(folder: Path) -> int:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    offset = 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
-    return config.get("max_position_embeddings", 512) - offset
+    return max_sequence_length(config) or 512
 
 
 TORCH_PROVIDERS = ("cpu", "cuda")  # where --torch times PyTorch itself (bench.torch_timing)
@@ -163,9 +164,11 @@ def ort_offers(provider: str) -> bool:
 
 
 def onnx_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
-    """An ONNX variant ready to time: a session per provider, fed each batch × length."""
+    """An ONNX variant ready to time: a session per provider, fed each batch × length (token ids for the model call,
+    text for the end-to-end request; on a GPU the request's copies to and from the device are part of it)."""
     calls = []
     tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
+    cut = {s: load_tokenizer(variant.path, s) for s in cfg.seq_lengths}  # truncating at each length
     for provider in (p for p in cfg.providers if ort_offers(p)):  # one it lacks was warned of in run()
         session = make_session(variant.path / "model.onnx", provider, cfg.threads,
                                trt_cache_dir=variant.path / ".trt-cache" if provider == "tensorrt" else None)
@@ -174,7 +177,8 @@ def onnx_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[Tim
         for seq_len in cfg.seq_lengths:
             for batch in cfg.batch_sizes:
                 runner = SessionRunner(session, make_feeds(tokenizer, texts, batch, seq_len, names), provider)
-                calls.append(TimedCall(provider, batch, seq_len, runner, used))
+                request = TextRequest(session, cut[seq_len], request_texts(tokenizer, texts, batch, seq_len), variant.path)
+                calls.append(TimedCall(provider, batch, seq_len, runner, used, request))
     return calls
 
 
@@ -190,11 +194,13 @@ def openvino_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list
     used = [f"OpenVINO CPU ({session.inference_precision})"]
     calls = []
     for seq_len in cfg.seq_lengths:
+        cut = load_tokenizer(variant.path, seq_len)
         for batch in cfg.batch_sizes:
             feeds = make_feeds(tokenizer, texts, batch, seq_len, session.names)
             request = session.request
             request.infer(feeds)  # the first call with a new shape compiles for it
-            calls.append(TimedCall("cpu", batch, seq_len, functools.partial(request.infer, feeds), used))
+            text = TextRequest(session, cut, request_texts(tokenizer, texts, batch, seq_len), variant.path)
+            calls.append(TimedCall("cpu", batch, seq_len, functools.partial(request.infer, feeds), used, text))
     return calls
 
 
@@ -237,6 +243,10 @@ def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], r
     its warm-up; a row pools its samples over the rounds. A slow minute of the machine is then spread over all
     variants instead of landing on one row. With one round, one variant is open at a time.
 
+    Each shape is timed twice alike: the model call on ready token ids, and the end-to-end request (text in,
+    embedding out: :class:`bench.encoders.TextRequest`), first one then the other, the order swapped every round;
+    the row's ``end_to_end`` pools the latter.
+
     Measured on the demo's 9 variants (3.3 GB of weights, 4 shapes, ``--min-time 0.5``): 3 rounds held open 76 s and
     4.8 GB peak RSS; 1 round 68 s and 2.7 GB; reopening each variant every round instead took 166 s and grew to
     5.7–6.4 GB (the C library keeps much of what ONNX Runtime frees), which is why there is no such mode."""
@@ -244,7 +254,7 @@ def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], r
         log.info("OpenVINO variants run on the CPU; not timed (providers: %s)", ", ".join(cfg.providers))
     share = {"warmup": cfg.warmup, "min_time_s": cfg.min_time_s / rounds, "min_runs": -(-cfg.min_runs // rounds)}
     held: dict[str, list[TimedCall]] = {}
-    pooled: dict[tuple[str, str, int, int], tuple[list[str], list[float]]] = {}
+    pooled: dict[tuple[str, str, int, int], tuple[list[str], list[float], list[float]]] = {}
     for r in range(rounds):
         if rounds > 1:
             log.info("timing round %d/%d", r + 1, rounds)
@@ -254,15 +264,21 @@ def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], r
                 held[variant.name] = calls
             for timed in calls:
                 key = (variant.name, timed.provider, timed.batch, timed.seq_len)
-                pooled.setdefault(key, (timed.providers_used, []))[1].extend(time_calls(timed.call, **share))
+                _, model, request = pooled.setdefault(key, (timed.providers_used, [], []))
+                pairs = [(model, timed.call), (request, timed.request)]
+                for samples, fn in pairs if r % 2 == 0 else pairs[::-1]:
+                    if fn is not None:
+                        samples.extend(time_calls(fn, **share))
             calls = timed = None  # with one round, the last call holds its session: let it go before the next opens
     held.clear()
     rows = []
-    for (name, provider, batch, seq_len), (used, seconds) in pooled.items():  # round 1's order: the variants'
+    for (name, provider, batch, seq_len), (used, seconds, e2e) in pooled.items():  # round 1's order: the variants'
         stats = TimingStats.from_samples(seconds)
-        rows.append(timing_row(name, provider, batch, seq_len, cfg.threads, stats, providers_used=used))
-        log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  %9.1f seq/s  (%s)", name, provider, batch, seq_len,
-                 stats.p50_ms, rows[-1]["sequences_per_s"], used[0] if used else "")
+        end_to_end = TimingStats.from_samples(e2e) if e2e else None
+        rows.append(timing_row(name, provider, batch, seq_len, cfg.threads, stats, end_to_end, providers_used=used))
+        log.info("%-28s %-8s b%-3d t%-4d p50 %8.2f ms  end-to-end %8s ms  %9.1f seq/s  (%s)", name, provider, batch,
+                 seq_len, stats.p50_ms, f"{end_to_end.p50_ms:.2f}" if end_to_end else "–", rows[-1]["sequences_per_s"],
+                 used[0] if used else "")
     return rows
 
 
@@ -284,25 +300,29 @@ def _reference(variants: list[Variant], run: str) -> Variant | None:
     return Variant("teacher", run, "teacher", "fp32", "torch", Path(teacher), False) if teacher else None
 
 
-def open_variant(variant: Variant, provider: str, max_length: int):
+def open_variant(variant: Variant, provider: str, max_length: int, threads: int | None = None):
+    """An encoder (``bench.encoders.Encoder``) of the variant for scoring, at the bench's thread count."""
     if variant.format == "onnx":  # scored on the CPU where this onnxruntime lacks the provider (see run())
-        return OrtEncoder(variant.path, provider=provider if ort_offers(provider) else "cpu", max_length=max_length,
-                          name=variant.name)
+        return OrtEncoder(variant.path, provider=provider if ort_offers(provider) else "cpu", threads=threads,
+                          max_length=max_length, name=variant.name)
     if variant.format == "openvino":
         from export.openvino_export import OpenVINOSession
 
-        session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32")
+        session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32", threads)
         return OrtEncoder(variant.path, session=session, max_length=max_length, name=variant.name)
     import torch
 
     from bench.torch_encoder import TorchEncoder
 
+    if threads:
+        torch.set_num_threads(threads)
     device = "cuda" if "cuda" in provider else "cpu"
     dtype = torch.bfloat16 if variant.precision == "bf16" else torch.float32
     return TorchEncoder(variant.path, device=device, dtype=dtype, max_length=max_length, name=variant.name)
 
 
-def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str) -> list[dict[str, Any]]:
+def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str,
+                   threads: int | None = None) -> list[dict[str, Any]]:
     """Every variant's scores; fidelity against the run's teacher (plus direct embedding cosines for the
     teacher's own variants, which share its embedding space)."""
     scores = []
@@ -311,7 +331,7 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
 
     def encoder_for(variant: Variant, max_length: int):
         if (variant.name, max_length) not in opened:
-            opened[(variant.name, max_length)] = open_variant(variant, provider, max_length)
+            opened[(variant.name, max_length)] = open_variant(variant, provider, max_length, threads)
         return opened[(variant.name, max_length)]
 
     for variant in variants:
@@ -377,21 +397,24 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
         raise UserError(f"--seq-lengths {max(cfg.seq_lengths)} is longer than {too_long[0][0]} accepts "
                         f"({too_long[0][1]} tokens): choose shorter lengths")
     texts = input_texts(cfg, run_dirs)
-    log.info("benchmarking %d variants on %s: batches %s × lengths %s", len(variants), ", ".join(cfg.providers),
-             cfg.batch_sizes, cfg.seq_lengths)
+    threads, threads_from = bench_threads(cfg.threads)
+    cfg = cfg.model_copy(update={"threads": threads})  # one count for every runtime, timed and scored alike
+    log.info("benchmarking %d variants on %s: batches %s × lengths %s, %d threads for every runtime (%s)",
+             len(variants), ", ".join(cfg.providers), cfg.batch_sizes, cfg.seq_lengths, cfg.threads, threads_from)
 
     rounds = timing_rounds(variants, cfg)
     timings = time_variants(variants, cfg, texts, rounds)
     records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else openvino_parameters(v.path)
                         if v.format == "openvino" else _torch_parameters(v)) for v in variants]
-    scores = score_variants(variants, tasks, cfg.providers[0]) if tasks else []
-    settings = {**to_plain(cfg), "rounds": rounds, "runs": [str(r) for r in run_dirs], "finished": now()}
+    scores = score_variants(variants, tasks, cfg.providers[0], cfg.threads) if tasks else []
+    settings = {**to_plain(cfg), "threads_from": threads_from, "rounds": rounds, "runs": [str(r) for r in run_dirs], "finished": now()}
     results = make_results(machine=machine_facts(cfg.threads), settings=settings, variants=records,
                            timings=timings, scores=scores)
     write_report(out_dir, results)
     for run_dir in run_dirs:
         RunDir(run_dir).update_stage("bench", status="complete", finished=now(), outputs={"report": str(out_dir)},
                                      config=to_plain(cfg))
+        refresh_model_cards(run_dir)  # the cards of the run's folders show this benchmark
     return results
 
 
@@ -402,8 +425,8 @@ def _torch_parameters(variant: Variant) -> int:
 
 
 def summary(results: dict[str, Any]) -> str:
-    """A short text table for the terminal: per variant, size, p50 at the reference shape, peak throughput
-    and the headline score of each task."""
+    """A short text table for the terminal: per variant, size, model-call and end-to-end p50 at the reference shape,
+    peak throughput and the headline score of each task; the thread count in the heading."""
     from bench.report import headline_metrics, headline_scores, reference_shapes
 
     shapes = reference_shapes(results)
@@ -411,15 +434,19 @@ def summary(results: dict[str, Any]) -> str:
     batch, seq = shapes.get(provider, (None, None))
     metrics = headline_metrics(results)
     headline = headline_scores(results)
-    header = ["variant", "MB", f"p50 ms b{batch}×{seq}", "best seq/s"] + [f"{t} {m}" for t, m in metrics.items()]
+    header = (["variant", "MB", f"p50 ms b{batch}×{seq}", "end-to-end", "best seq/s"]
+              + [f"{t} {m}" for t, m in metrics.items()])
     rows = []
     for v in results["variants"]:
         mine = [t for t in results["timings"] if t["variant"] == v["name"] and t["provider"] == provider]
-        p50 = next((t["p50_ms"] for t in mine if (t["batch"], t["seq_len"]) == (batch, seq)), None)
+        ref = next((t for t in mine if (t["batch"], t["seq_len"]) == (batch, seq)), None)
+        p50 = None if ref is None else ref["p50_ms"]
+        e2e = None if ref is None or not ref.get("end_to_end") else ref["end_to_end"]["p50_ms"]
         peak = max((t["sequences_per_s"] for t in mine), default=None)
         rows.append([v["name"], f"{v['size_bytes'] / 2**20:.1f}", "–" if p50 is None else f"{p50:.2f}",
-                     "–" if peak is None else f"{peak:,.0f}"]
+                     "–" if e2e is None else f"{e2e:.2f}", "–" if peak is None else f"{peak:,.0f}"]
                     + [f"{headline[(v['name'], t)]:.4f}" if (v["name"], t) in headline else "–" for t in metrics])
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([f"{provider}:", line(header)] + [line(r) for r in rows])
+    threads = results["settings"].get("threads")
+    return "\n".join([f"{provider}, {threads or 'default'} threads:", line(header)] + [line(r) for r in rows])

@@ -65,14 +65,17 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TimingStats))
 
 @dataclass
 class TimedCall:
-    """One model on one provider × batch × length, loaded and fed: ``call()`` runs one inference. What a timing
-    round times; ``providers_used`` says what ran it (e.g. ``CPUExecutionProvider``, ``OpenVINO CPU (bf16)``)."""
+    """One model on one provider × batch × length, loaded and fed: ``call()`` runs one inference on ready token ids;
+    ``request()`` (when given) is the same request end to end, as a user sends it: text in, tokenization, the call,
+    pooling (and normalization), the embedding out on the host. What a timing round times, both alike;
+    ``providers_used`` says what ran it (e.g. ``CPUExecutionProvider``, ``OpenVINO CPU (bf16)``)."""
 
     provider: str
     batch: int
     seq_len: int
     call: Callable[[], object]
     providers_used: list[str]
+    request: Callable[[], object] | None = None
 
 
 def measure(fn: Callable[[], object], *, warmup: int = 5, min_time_s: float = 1.0, min_runs: int = 10,

@@ -107,6 +107,14 @@ class TrainConfig(_Strict):
         "auto", description="DataLoader processes per rank (auto: 2 on CUDA, 0 on CPU)")
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
+        default_factory=list, description="experiment trackers that get the metrics and the config, stored offline in "
+        "RUN/tracking/ (compress/tracking.py): none (default), one name, or a list (tensorboard,mlflow)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_names(cls, v):
+        return tracker_names(v)
 
     @field_validator("warmup_steps", "loader_workers")
     @classmethod
@@ -114,6 +122,17 @@ class TrainConfig(_Strict):
         if isinstance(v, int) and v < 0:
             raise ValueError("must be >= 0 or 'auto'")
         return v
+
+
+def tracker_names(v):
+    """``report_to`` as written → a list of tracker names: ``none``/null → [], ``"a,b"`` → [a, b], duplicates dropped."""
+    if v is None:
+        return []
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)):
+        return v  # pydantic names the wrong type
+    names = [x.strip().lower() if isinstance(x, str) else x for x in items]
+    return list(dict.fromkeys(x for x in names if x not in ("", "none")))
 
 
 class DistillConfig(_Strict):
@@ -197,6 +216,13 @@ class FinetuneConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] | None = Field(
+        None, description="experiment trackers (as train.report_to); default: the run's distillation's train.report_to")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_names(cls, v):
+        return None if v is None else tracker_names(v)
 
 
 class BenchConfig(_Strict):
@@ -205,7 +231,8 @@ class BenchConfig(_Strict):
     providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(default_factory=lambda: ["cpu"])
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
     seq_lengths: list[int] = Field(default_factory=lambda: [32, 128])
-    threads: int | None = Field(None, ge=1, description="intra-op threads (default: ONNX Runtime's, one per core)")
+    threads: int | None = Field(None, ge=1, description="the one thread count of every runtime (ONNX Runtime "
+                                "intra-op, OpenVINO, torch); default: the physical cores available")
     tasks: list[str] = Field(default_factory=list, description="tasks to score every variant on (configs/tasks/)")
     warmup: int = Field(5, ge=0)
     min_time_s: float = Field(1.0, ge=0)

@@ -26,6 +26,7 @@ from compress.prepare_data import (
     PrepareSettings, TokenizerSpec, default_workers, piece_counts, resolve_corpus, text_sources, tokenizer_spec,
 )
 from compress.numerics import run_numerics
+from compress.positions import max_sequence_length, state_real_limit
 from compress.qkv_capture import drop_layers_above, forward_to_qkv
 from compress.relation_loss import resolve_relation_kernel
 from compress.run_dir import (
@@ -34,10 +35,11 @@ from compress.run_dir import (
 from compress.sentence_modules import teacher_pooling, write_sentence_modules
 from compress.student import build_student, init_from_teacher_layers, student_config
 from compress.teacher import (
-    Teacher, count_parameters, load_teacher, load_teacher_config, load_tokenizer, max_sequence_length, resolve_relation_heads,
+    Teacher, count_parameters, load_teacher, load_teacher_config, load_tokenizer, resolve_relation_heads,
     resolve_teacher_layer,
 )
 from compress.token_shards import TokenCorpus
+from compress.tracking import open_trackers, require_trackers
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
 from compress.vocab_trim import TRIMMED_VOCAB, choose_kept_ids, config_token_ids, trim_embeddings, trim_tokenizer
 
@@ -163,7 +165,8 @@ class StudentForward(torch.nn.Module):
 # What a resume may change: how long the run goes on, how often it logs and saves, where it runs and how
 # its data is fed. Everything else shapes the weights, so a resume with another value is refused.
 RESUMABLE = frozenset({"train.steps", "train.log_every", "train.checkpoint_every", "train.device",
-                       "train.loader_workers", "train.relation_kernel", "train.compile", "train.deterministic", "data.prepare_workers", "data.cache_dir"})
+                       "train.loader_workers", "train.relation_kernel", "train.compile", "train.deterministic", "train.report_to",
+                       "data.prepare_workers", "data.cache_dir"})
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -281,6 +284,7 @@ class Data:
 
 def check_inputs(cfg: DistillConfig, ctx: DistContext) -> Plan:
     """Everything that can be wrong with the input, checked before the teacher's weights are loaded."""
+    require_trackers(cfg.train.report_to, "train.report_to")
     t_config, spec = load_teacher_config(cfg.teacher)
     t_cfg = t_config.to_dict()
     t_layers, t_hidden = t_cfg[spec.num_layers_key], t_cfg[spec.hidden_key]
@@ -413,6 +417,13 @@ def setup_step(cfg: DistillConfig, plan: Plan, data: Data, teacher: Teacher, stu
     return Step(compute_loss, loader, forward, loader_workers, first_batch_hash)
 
 
+def tracking_params(cfg: DistillConfig, resolved: dict[str, Any], data: Data) -> dict[str, Any]:
+    """What the trackers record once: the resolved config and the provenance (teacher, corpora, versions)."""
+    corpora = [{k: c[k] for k in ("path", "fingerprint", "sequences", "tokens")} for c in data.inputs["corpora"]]
+    return {**to_plain(cfg), "resolved": resolved, "inputs": {"teacher": data.inputs["teacher"], "corpora": corpora},
+            "versions": library_versions()}
+
+
 def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: bool,
              changed: dict[str, list]) -> dict[str, Any]:
     seed_everything(cfg.train.seed + ctx.rank)
@@ -442,12 +453,14 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
              cfg.teacher, plan.teacher_layer, plan.teacher_layers, cfg.student.layers, cfg.student.hidden,
              cfg.student.heads, plan.relation_heads, plan.kernel, ctx.device, ctx.world_size, precision)
 
+    trackers = open_trackers(cfg.train.report_to, run_dir.path, STAGE, params=tracking_params(cfg, resolved, data))
     t0 = time.perf_counter()
     try:
         train_cfg = cfg.train.model_copy(update={"precision": precision})
         with run_numerics(ctx.device, deterministic=cfg.train.deterministic):
             last = train(student, step.compute_loss, train_cfg, run_dir.distill_dir, ctx, batches=step.loader,
-                         no_sync=getattr(step.forward, "no_sync", None), resume=resume, description="distill")
+                         no_sync=getattr(step.forward, "no_sync", None), resume=resume, description="distill",
+                         trackers=trackers)
     except TrainingInterrupted as stop:
         if ctx.is_main:
             run_dir.update_stage(STAGE, status="interrupted", step=stop.step)
@@ -475,6 +488,7 @@ def save_student(cfg: DistillConfig, plan: Plan, data: Data, teacher: Teacher, s
         student_dir = run_dir.student_dir
         with atomic_directory(student_dir) as tmp:
             student.save_pretrained(tmp)
+            state_real_limit(data.tokenizer, student.config)  # not the 1e30 of a teacher saved without one
             data.tokenizer.save_pretrained(tmp)
             pooling = teacher_pooling(cfg.teacher)  # SentenceTransformer(student/) loads it with the teacher's pooling
             write_sentence_modules(tmp, hidden=cfg.student.hidden, pooling=pooling,
@@ -489,6 +503,9 @@ def save_student(cfg: DistillConfig, plan: Plan, data: Data, teacher: Teacher, s
                 record = {"kept_ids": data.kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
                           "keep_top": cfg.student.trim_keep_top}
                 (tmp / TRIMMED_VOCAB).write_text(json.dumps(record) + "\n", encoding="utf-8")
+            from compress.model_card import write_model_card
+
+            write_model_card(tmp, final=student_dir)  # README.md: Hub metadata, provenance, loading lines
         outputs = {"student": str(student_dir), "metrics": str(run_dir.distill_dir / "metrics.jsonl")}
         run_dir.update_stage(
             STAGE, status="complete", finished=now(), outputs=outputs,

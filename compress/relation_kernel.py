@@ -94,6 +94,24 @@ def _dot(a, b, PRECISION: tl.constexpr, WIDEN: tl.constexpr):
 
 
 @triton.jit
+def _program_rows(T, R, BLOCK_M: tl.constexpr):
+    """This program's (sequence, relation head) and rows. One flat grid, row blocks of the same head side by side,
+    so that they run together and share that head's key tiles in L2 (and no grid axis meets CUDA's 65,535 limit
+    for B·R). Returns (b·R + r, b, r, rows [BLOCK_M])."""
+    row_blocks = tl.cdiv(T, BLOCK_M)
+    seq_head = tl.program_id(0) // row_blocks
+    rows = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return seq_head, seq_head // R, seq_head % R, rows
+
+
+@triton.jit
+def _load_rows(x, idx, stride, T, D, BLOCK_D: tl.constexpr):
+    """Rows ``idx`` of one relation head starting at ``x``: [len(idx), BLOCK_D], zero past T and past D."""
+    d = tl.arange(0, BLOCK_D)
+    return tl.load(x + idx[:, None] * stride + d[None, :], mask=(idx[:, None] < T) & (d[None, :] < D), other=0.0)
+
+
+@triton.jit
 def _relation_kl_forward(
     XS, XT, VALID, LSE_S, LSE_T, ROW_KL,
     stride_sb, stride_st, stride_tb, stride_tt, stride_vb,
@@ -101,20 +119,12 @@ def _relation_kl_forward(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr,
     PRECISION: tl.constexpr, WIDEN: tl.constexpr,
 ):
-    # One flat grid, row blocks of the same (sequence, relation head) side by side, so that they run together and
-    # share that head's key tiles in L2 (and no grid axis meets CUDA's 65,535 limit for B·R).
-    row_blocks = tl.cdiv(T, BLOCK_M)
-    seq_head = tl.program_id(0) // row_blocks  # b·R + r
-    b = seq_head // R
-    r = seq_head % R
-    rows = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    ds = tl.arange(0, BLOCK_DS)
-    dt = tl.arange(0, BLOCK_DT)
+    seq_head, b, r, rows = _program_rows(T, R, BLOCK_M)
     xs = XS + b * stride_sb + r * D_S
     xt = XT + b * stride_tb + r * D_T
     in_rows = rows < T
-    q_s = tl.load(xs + rows[:, None] * stride_st + ds[None, :], mask=in_rows[:, None] & (ds[None, :] < D_S), other=0.0)
-    q_t = tl.load(xt + rows[:, None] * stride_tt + dt[None, :], mask=in_rows[:, None] & (dt[None, :] < D_T), other=0.0)
+    q_s = _load_rows(xs, rows, stride_st, T, D_S, BLOCK_DS)
+    q_t = _load_rows(xt, rows, stride_tt, T, D_T, BLOCK_DT)
 
     m_s = tl.full([BLOCK_M], -1.0e30, tl.float32)
     m_t = tl.full([BLOCK_M], -1.0e30, tl.float32)
@@ -124,8 +134,8 @@ def _relation_kl_forward(
     for start in range(0, T, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         in_cols = cols < T
-        k_s = tl.load(xs + cols[:, None] * stride_st + ds[None, :], mask=in_cols[:, None] & (ds[None, :] < D_S), other=0.0)
-        k_t = tl.load(xt + cols[:, None] * stride_tt + dt[None, :], mask=in_cols[:, None] & (dt[None, :] < D_T), other=0.0)
+        k_s = _load_rows(xs, cols, stride_st, T, D_S, BLOCK_DS)
+        k_t = _load_rows(xt, cols, stride_tt, T, D_T, BLOCK_DT)
         key_ok = tl.load(VALID + b * stride_vb + cols, mask=in_cols, other=0) != 0
         s_s = tl.where(key_ok[None, :], _dot(q_s, tl.trans(k_s), PRECISION, WIDEN) * scale_s, -1.0e9)
         s_t = tl.where(key_ok[None, :], _dot(q_t, tl.trans(k_t), PRECISION, WIDEN) * scale_t, -1.0e9)
@@ -156,18 +166,12 @@ def _relation_kl_backward(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr,
     PRECISION: tl.constexpr, WIDEN: tl.constexpr,
 ):
-    row_blocks = tl.cdiv(T, BLOCK_M)
-    seq_head = tl.program_id(0) // row_blocks
-    b = seq_head // R
-    r = seq_head % R
-    rows = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    ds = tl.arange(0, BLOCK_DS)
-    dt = tl.arange(0, BLOCK_DT)
+    seq_head, b, r, rows = _program_rows(T, R, BLOCK_M)
     xs = XS + b * stride_sb + r * D_S
     xt = XT + b * stride_tb + r * D_T
     in_rows = rows < T
-    q_s = tl.load(xs + rows[:, None] * stride_st + ds[None, :], mask=in_rows[:, None] & (ds[None, :] < D_S), other=0.0)
-    q_t = tl.load(xt + rows[:, None] * stride_tt + dt[None, :], mask=in_rows[:, None] & (dt[None, :] < D_T), other=0.0)
+    q_s = _load_rows(xs, rows, stride_st, T, D_S, BLOCK_DS)
+    q_t = _load_rows(xt, rows, stride_tt, T, D_T, BLOCK_DT)
     row_ok = tl.load(VALID + b * stride_vb + rows, mask=in_rows, other=0) != 0
     lse_s_rows = tl.load(LSE_S + seq_head * T + rows, mask=in_rows, other=0.0)
     lse_t_rows = tl.load(LSE_T + seq_head * T + rows, mask=in_rows, other=0.0)
@@ -176,8 +180,8 @@ def _relation_kl_backward(
     for start in range(0, T, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         in_cols = cols < T
-        k_s = tl.load(xs + cols[:, None] * stride_st + ds[None, :], mask=in_cols[:, None] & (ds[None, :] < D_S), other=0.0)
-        k_t = tl.load(xt + cols[:, None] * stride_tt + dt[None, :], mask=in_cols[:, None] & (dt[None, :] < D_T), other=0.0)
+        k_s = _load_rows(xs, cols, stride_st, T, D_S, BLOCK_DS)
+        k_t = _load_rows(xt, cols, stride_tt, T, D_T, BLOCK_DT)
         col_ok = tl.load(VALID + b * stride_vb + cols, mask=in_cols, other=0) != 0
         lse_s_cols = tl.load(LSE_S + seq_head * T + cols, mask=in_cols, other=0.0)
         lse_t_cols = tl.load(LSE_T + seq_head * T + cols, mask=in_cols, other=0.0)
@@ -193,6 +197,7 @@ def _relation_kl_backward(
         acc += _dot(g.to(k_s.dtype), k_s, PRECISION, WIDEN)
 
     grad_scale = tl.load(GRAD_SCALE)
+    ds = tl.arange(0, BLOCK_DS)
     out = DXS + b * stride_db + r * D_S + rows[:, None] * stride_dt + ds[None, :]
     tl.store(out, acc * (scale_s * grad_scale), mask=in_rows[:, None] & (ds[None, :] < D_S))
 

@@ -52,16 +52,6 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         raise UserError(f"cannot load the tokenizer of '{name}' ({first_line(err)}): check the folder is complete") from None
 
 
-def max_sequence_length(config: PretrainedConfig) -> int | None:
-    """The longest input the model's position table allows (RoBERTa-style tables start after the pad id)."""
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:
-        return None
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        return positions - (config.pad_token_id or 0) - 1
-    return positions
-
-
 def load_teacher(name: str, config: PretrainedConfig | None = None,
                  tokenizer: PreTrainedTokenizerBase | None = None) -> Teacher:
     """Model (base encoder, eval mode, frozen) and tokenizer of ``name`` (config, tokenizer: already loaded, optional)."""

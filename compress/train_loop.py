@@ -1,8 +1,9 @@
 """The one training loop, shared by distillation and quantization-aware retraining.
 
 Written out in full (no callback engine): AdamW with linear warm-up and decay, gradient accumulation,
-clipping, optional bf16 autocast, DDP's ``no_sync`` during accumulation, metrics as JSON lines, atomic
-checkpoints that make ``resume`` exact, Ctrl-C that saves and exits, and a stop on a NaN/inf loss.
+clipping, optional bf16 autocast, DDP's ``no_sync`` during accumulation, metrics as JSON lines (and to the
+experiment trackers of ``train.report_to``, compress/tracking.py), atomic checkpoints that make ``resume`` exact,
+Ctrl-C that saves and exits, and a stop on a NaN/inf loss.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from compress.errors import Interrupted
 from compress.distributed import DistContext, barrier, gather_objects, rng_state, set_rng_state
 from compress.progress import StepProgress
 from compress.run_dir import CHECKPOINT, atomic_write_text
+from compress.tracking import Trackers
 
 METRICS = "metrics.jsonl"
 
@@ -131,6 +133,7 @@ def train(
     description: str = "train",
     dropout: bool = True,
     after_checkpoint: Callable[[int], None] | None = None,
+    trackers: Trackers | None = None,
 ) -> dict[str, float]:
     """Run ``cfg.steps`` optimiser steps; ``compute_loss(step, micro, batch)`` builds one micro-batch's loss.
 
@@ -145,6 +148,10 @@ def train(
     ``dropout=False`` trains in eval mode (QAT: the graph that will be deployed has no dropout).
     ``after_checkpoint(step)`` runs on every rank after each regular checkpoint (fine-tuning scores
     the dev split there); the model is put back in training mode afterwards.
+    ``trackers`` (:func:`compress.tracking.open_trackers`), on the main rank, are started at the first step (the
+    checkpoint's on resume), get every metrics line, and are closed when training ends, however it ends.
+    Logged per line: ``loss``, its parts, ``lr``, ``grad_norm`` (before clipping; both means over the window)
+    and ``tokens_per_s``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
@@ -180,7 +187,11 @@ def train(
     data = iter(batches(start)) if batches is not None else None
     window = _Window(first=start)
     step, status = start, ""
-    with _StopRequests() as stop, StepProgress(cfg.steps, start, description, enabled=ctx.is_main, every=cfg.log_every) as progress:
+    trackers = trackers if ctx.is_main else None
+    if trackers is not None:
+        trackers.start(start, resumed=resume and start > 0)
+    with _tracking(trackers), _StopRequests() as stop, \
+            StepProgress(cfg.steps, start, description, enabled=ctx.is_main, every=cfg.log_every) as progress:
         while step < cfg.steps:
             optimizer.zero_grad(set_to_none=True)
             for micro in range(cfg.grad_accum):
@@ -191,7 +202,7 @@ def train(
                         out = compute_loss(step, micro, batch)
                     (out.loss / cfg.grad_accum).backward()
                 window.add(out, cfg.grad_accum)
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            window.add_grad_norm(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -215,10 +226,13 @@ def train(
                 if log_now:
                     elapsed = time.perf_counter() - window.t0
                     last = {"step": step, "loss": loss_mean, **{k: reduced[k] for k in names}, "lr": lr,
+                            "grad_norm": reduced["grad_norm"],
                             "tokens_per_s": reduced["tokens"] / elapsed if elapsed > 0 else 0.0}
                     if ctx.is_main:
                         with open(metrics_path, "a", encoding="utf-8") as f:
                             f.write(json.dumps(last) + "\n")
+                    if trackers is not None:
+                        trackers.log_metrics(step, last)
                 window = _Window(first=step)
                 status = f"loss {loss_mean:.4f} {last.get('tokens_per_s', 0):,.0f} tok/s"
             progress.update(step, status)
@@ -234,15 +248,37 @@ def train(
     return last
 
 
+@contextlib.contextmanager
+def _tracking(trackers: Trackers | None):
+    """Close the trackers however training ends: finished, interrupted (Ctrl-C) or failed."""
+    if trackers is None:
+        yield
+        return
+    try:
+        yield
+    except (TrainingInterrupted, KeyboardInterrupt):
+        trackers.close("interrupted")
+        raise
+    except BaseException:
+        trackers.close("failed")
+        raise
+    trackers.close("finished")
+
+
 class _Window:
-    """Loss, its parts and the token count since the last synced step, kept on the device."""
+    """Loss, its parts, the gradient norm and the token count since the last synced step, kept on the device."""
 
     def __init__(self, first: int = 0):
         self.first, self.t0 = first, time.perf_counter()
         self.steps = 0.0
         self.loss: torch.Tensor | float = 0.0
+        self.grad_norm: torch.Tensor | float = 0.0
         self.parts: dict[str, torch.Tensor | float] = {}
         self.tokens = 0
+
+    def add_grad_norm(self, norm: torch.Tensor) -> None:
+        """One optimiser step's total gradient norm (before clipping)."""
+        self.grad_norm = self.grad_norm + norm.detach().float()
 
     def add(self, out: StepOutput, grad_accum: int) -> None:
         self.steps += 1 / grad_accum
@@ -254,10 +290,10 @@ class _Window:
     def reduce(self, ctx: DistContext, stop: bool) -> tuple[list[str], dict[str, float]]:
         """Means per step over the window and over ranks; ``tokens`` and ``stop`` summed over ranks."""
         names = sorted(self.parts)
-        values = _reduce([self.loss, float(self.tokens), float(stop)] + [self.parts[k] for k in names], ctx)
+        values = _reduce([self.loss, float(self.tokens), float(stop), self.grad_norm] + [self.parts[k] for k in names], ctx)
         scale = 1.0 / (max(self.steps, 1e-9) * ctx.world_size)
-        reduced = {"loss": values[0] * scale, "tokens": values[1], "stop": values[2]}
-        reduced.update({k: v * scale for k, v in zip(names, values[3:])})
+        reduced = {"loss": values[0] * scale, "tokens": values[1], "stop": values[2], "grad_norm": values[3] * scale}
+        reduced.update({k: v * scale for k, v in zip(names, values[4:])})
         return names, reduced
 
 

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from compress.model_card import write_model_card
 from compress.run_dir import RunDir, atomic_directory, read_provenance, write_provenance
 from export.openvino_export import IR_FILE
 
@@ -82,4 +83,5 @@ def build_deploy_folder(run_dir: RunDir, report: dict[str, Any]) -> Path:
                          load={"torch": "SentenceTransformer(folder)", "onnx": 'SentenceTransformer(folder, backend="onnx")',
                                "openvino": 'SentenceTransformer(folder, backend="openvino")',
                                "other files": 'model_kwargs={"file_name": "<path in files>"}'})
+        write_model_card(tmp, final=out)  # replaces the student's card (a hard link) with deploy/'s own
     return out

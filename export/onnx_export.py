@@ -12,6 +12,7 @@ so optimum's ORTModel, where it is installed, loads the folder. There is no vali
 from __future__ import annotations
 
 import inspect
+import sys
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,49 @@ def input_names(model) -> list[str]:
     return names
 
 
+def builds_mask_from_lengths(model) -> bool:
+    """Whether ``model``'s family builds its attention mask with transformers 5's ``masking_utils`` (BERT, RoBERTa,
+    XLM-R, ELECTRA, DistilBERT on transformers 5; not MPNet, nor anything on transformers 4). Such a model must be
+    given a prepared [B, 1, T, T] mask to be traced, which it takes as it is: 5.0–5.5 build the mask from the
+    sequence length, which the tracer makes a tensor, then index it as a legacy cache_position
+    (masking_utils.sdpa_mask: "tuple index out of range")."""
+    return hasattr(sys.modules[type(model).__module__], "create_bidirectional_mask")
+
+
+def additive_mask(mask):
+    """[B, T] 0/1 attention mask → [B, 1, T, T] float mask added to the attention scores: 0 where a key is a token,
+    the dtype's minimum where it is padding. Built as transformers 4's SDPA path builds it (expand, invert, fill),
+    a pattern ONNX Runtime's attention fusion matches beside transformers 5's scores × scaling (its matcher takes
+    the first Mul above the Add, so a (1 − mask) × min there would hide the mask from it)."""
+    import torch
+
+    batch, length = mask.shape
+    inverted = 1.0 - mask[:, None, None, :].expand(batch, 1, length, length).to(torch.float32)
+    return inverted.masked_fill(inverted.to(torch.bool), torch.finfo(torch.float32).min)
+
+
+def traceable(model, names: list[str], output: str):
+    """``model`` as a module of positional text inputs (in ``names``' order) returning its one ``output``
+    ([B, T, H] hidden states or [B, labels] logits), with the mask prepared where tracing needs it: what the ONNX
+    exporter and OpenVINO's converter trace."""
+    import torch
+
+    prepare_mask = builds_mask_from_lengths(model)
+
+    class Traceable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            kwargs = dict(zip(names, inputs))
+            if prepare_mask:
+                kwargs["attention_mask"] = additive_mask(kwargs["attention_mask"])
+            return getattr(self.model(**kwargs), output)
+
+    return Traceable()
+
+
 def export_fp32(model_dir: Path, out_dir: Path, *, task: str, opset: int) -> Path:
     """Write ``out_dir/model.onnx`` plus config and tokenizer files; nothing is left behind on failure."""
     import torch
@@ -47,16 +91,6 @@ def export_fp32(model_dir: Path, out_dir: Path, *, task: str, opset: int) -> Pat
     names = input_names(model)
     output = _OUTPUTS[task]
 
-    class Graph(torch.nn.Module):
-        """The model as a function of positional text inputs, returning the one output the task needs."""
-
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return getattr(self.model(**dict(zip(names, inputs))), output)
-
     # A padded row, so the traced graph keeps the attention mask's arithmetic (an all-ones mask may be skipped).
     ids = torch.full((2, 16), tokenizer.pad_token_id or 0, dtype=torch.long)
     ids[:, :16] = torch.randint(5, min(model.config.vocab_size, 1000), (2, 16))
@@ -67,7 +101,7 @@ def export_fp32(model_dir: Path, out_dir: Path, *, task: str, opset: int) -> Pat
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the tracer's warnings are about HF code, not the user's input
-                torch.onnx.export(Graph(), tuple(example[n] for n in names), str(tmp / "model.onnx"), dynamo=False,
+                torch.onnx.export(traceable(model, names, output), tuple(example[n] for n in names), str(tmp / "model.onnx"), dynamo=False,
                                   input_names=names, output_names=[output], opset_version=opset,
                                   dynamic_axes={n: _AXES for n in [*names, output]}, do_constant_folding=True)
         except Exception as err:  # the exporter raises many types; the user needs the first line

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from compress.errors import UserError, first_line
+from export.onnx_export import traceable
 from export.openvino_export import IR_FILE, copy_side_files, feed, require_openvino
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,16 @@ def save_ir(model: torch.nn.Module, names: list[str], example: dict[str, np.ndar
         with torch.no_grad(), warnings.catch_warnings():
             # the tracer's notes on NNCF's constant quantizer levels: they are constants in the deployed graph too
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            converted = ov.convert_model(model, example_input=inputs)
+            converted = ov.convert_model(traceable(model, names, "last_hidden_state"),
+                                         example_input=tuple(inputs[n] for n in names))
     except Exception as err:
         raise UserError(f"OpenVINO cannot convert the retrained student ({first_line(err)}): export without --qat "
                         "for OpenVINO, or report the model family") from None
-    for port, name in zip(converted.inputs, inputs):  # the tracer adds internal names beside the argument's
+    for port, name in zip(converted.inputs, names):  # the tracer adds internal names beside the argument's
         port.get_tensor().set_names({name})
     hidden = converted.outputs[0]
     hidden.get_tensor().set_names({"last_hidden_state"})
-    single = ov.Model([hidden], converted.get_parameters(), "student")  # the pooler's output goes, as in the ONNX
+    single = ov.Model([hidden], converted.get_parameters(), "student")
     out_dir.mkdir(parents=True, exist_ok=True)
     ov.save_model(single, str(out_dir / IR_FILE), compress_to_fp16=False)
     copy_side_files(side_files_from, out_dir)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -146,14 +147,26 @@ def retrain(
     (the last layer's FFN is otherwise never trained), plus ``embedding_weight`` × (1 − cosine) between
     mean-pooled sentence embeddings (the relation loss is blind to where the embeddings sit; this is what
     a search index sees; needs equal hidden sizes). Dropout is off.
+    ``cfg.report_to``'s trackers log under the run folder that holds ``out_dir``, as stage ``out_dir.name``.
     """
+    from compress.config import to_plain
     from compress.corpus import MixedSampler
     from compress.distill_step import RelationDistillation
     from compress.distributed import init_from_env
     from compress.numerics import run_numerics
     from compress.relation_loss import relation_kl, resolve_relation_kernel
+    from compress.run_dir import RunDir
+    from compress.tracking import open_trackers, run_root
     from compress.train_loop import StepOutput, train
 
+    out_dir = Path(out_dir)
+    run_path = run_root(out_dir)
+    distill = RunDir(run_path).stage("distill") or {}
+    params = {"qat_train": to_plain(cfg), "qat": {"output_weight": output_weight, "embedding_weight": embedding_weight,
+              "max_length": max_length, "relation_heads": relation_heads, "reference_layer": reference_layer + 1,
+              "reference": type(reference).__name__}, "teacher": (distill.get("config") or {}).get("teacher"),
+              "inputs": {"teacher": (distill.get("inputs") or {}).get("teacher")}}
+    trackers = open_trackers(cfg.report_to, run_path, out_dir.name, params=params, key="qat_train.report_to")
     ctx = init_from_env(cfg.device)
     kernel = resolve_relation_kernel(cfg.relation_kernel, ctx.device)
     student.to(ctx.device)
@@ -180,4 +193,5 @@ def retrain(
         return StepOutput(loss=loss, parts=parts, tokens=int(enc["attention_mask"].sum()))
 
     with run_numerics(ctx.device, deterministic=cfg.deterministic):
-        return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False)
+        return train(student, compute_loss, cfg, out_dir, ctx, resume=resume, description="qat", dropout=False,
+                     trackers=trackers)

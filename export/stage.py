@@ -14,11 +14,13 @@ from compress.config import ExportConfig, to_plain
 from compress.corpus import expand_pattern, sample_lines
 from compress.prepare_data import text_sources
 from compress.errors import UserError, first_line
+from compress.model_card import write_model_card
 from compress.run_dir import (
     DISTILL, EXPORT_VARIANTS, PARITY_FILE, QAT_WORK, STUDENT, RunDir, atomic_write_text,
     library_versions, now, read_provenance, sha256_of, weights_are_whole, write_provenance,
 )
 from compress.sentence_modules import copy_sentence_modules
+from compress.tracking import require_trackers
 from export.fusion import fuse_for_cpu
 from export.isa import cpu_features, needs_reduced_range
 from export.onnx_export import TASKS, export_fp32
@@ -114,6 +116,8 @@ def _export(cfg: ExportConfig, run_dir: RunDir, *, resume: bool) -> dict[str, An
     model_dir, task = _model_dir(run_dir, cfg)
     if cfg.qat and cfg.model != "student":
         raise UserError("--qat retrains the task-agnostic student: export it with --qat, and other models with --int8")
+    if cfg.qat:  # before any export work, not after it
+        require_trackers(cfg.qat_train.report_to, "qat_train.report_to")
     if resume and cfg.qat and not any((run_dir.qat_work_dir(v) / "checkpoint.pt").exists() for v in QAT_WORK):
         raise UserError(f"nothing to resume in {run_dir.export_dir()} (no QAT checkpoint): run the export without --resume")
     out = run_dir.export_dir(cfg.model)
@@ -204,6 +208,7 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
                 copy_sentence_modules(model_dir, staging / name)
                 write_provenance(staging / name, stage="export", variant=name, source_model=str(model_dir),
                                  source=source, parity=record, export_config=to_plain(cfg))
+                write_model_card(staging / name, final=out / name)
         _publish(staging, out, report)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -56,6 +56,15 @@ def test_bench_one_run(runs, capsys):
     assert names == {"student-fp32", "student-int8", "teacher-fp32", "toy-fp32", "toy-int8"}
     assert len(results["timings"]) == len(names) * 4  # 2 batches × 2 lengths on the CPU provider
     assert all(t["providers_used"][0] == "CPUExecutionProvider" and t["runs"] >= 3 for t in results["timings"])
+    # every row also times the request as a user sends it (text in, embedding out), with the same discipline
+    assert all(t["end_to_end"]["runs"] >= 3 and t["end_to_end"]["p50_ms"] > 0 for t in results["timings"])
+    # one thread count for every runtime, chosen once (the physical cores available) and stated
+    from bench.machine import available_cores
+
+    threads = results["settings"]["threads"]
+    assert threads == available_cores() and results["settings"]["threads_from"] == "physical cores"
+    assert results["machine"]["threads"] == threads and {t["threads"] for t in results["timings"]} == {threads}
+    assert results["recommendation"]["providers"][0]["provider"] == "cpu"
     scores = {(s["variant"], s["task"], s["metric"]): s["value"] for s in results["scores"] if s["language"] is None}
     # Encoders are scored on every task, the fine-tuned classifier on its own task only (by its head).
     assert ("student-int8", "toy", "accuracy") in scores and ("student-int8", "fid", "similarity_correlation") in scores
@@ -67,6 +76,7 @@ def test_bench_one_run(runs, capsys):
         assert (a / "bench" / name).stat().st_size > 200, name
     md = (a / "bench" / "results.md").read_text()
     assert "## Which model to ship" in md and "student-int8" in md
+    assert f"Threads: every runtime ran at **{threads}**" in md and "(end-to-end p50)" in md
     assert "report:" in result.stdout and "student-int8" in result.stdout
     assert json.loads((a / "manifest.json").read_text())["stages"]["bench"]["status"] == "complete"
 
@@ -82,6 +92,8 @@ def test_bench_several_runs_and_torch(runs, capsys):
     assert {"a/student-fp32", "b/student-fp32", "a/student-torch-fp32", "b/teacher-torch-fp32"} <= names
     torch_rows = [t for t in results["timings"] if "torch" in t["variant"]]
     assert torch_rows and all(t["providers_used"][0].startswith("torch") for t in torch_rows)
+    assert all(t["end_to_end"]["runs"] >= 3 for t in results["timings"])  # PyTorch's rows too
+    assert results["settings"]["threads_from"] == "physical cores"
     variants = {v["name"]: v for v in results["variants"]}
     assert variants["a/student-torch-fp32"]["parameters"] > 0 and variants["a/student-torch-fp32"]["format"] == "torch"
 
@@ -90,11 +102,13 @@ def test_bench_pools_alternating_rounds(runs, capsys):
     """--rounds R times every variant R times in turn, min_runs / R calls each, and a row pools the R rounds."""
     out = runs["base"] / "rounds"
     args = ["bench", runs["a"], "--rounds", "4", "--batch-sizes", "1", "--seq-lengths", "16", "--min-time", "0",
-            "--warmup", "0", "min_runs=4", "--out", out]
+            "--warmup", "0", "min_runs=4", "--threads", "1", "--out", out]
     result = run_cli(args, capsys)
     assert result.code == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["rounds"] == 4
+    assert (results["settings"]["threads"], results["settings"]["threads_from"]) == (1, "bench.threads")
+    assert [t["end_to_end"]["runs"] for t in results["timings"]] == [4] * len(results["variants"])
     # min_time 0: each round stops after its one call, so every row holds exactly one sample per round
     assert [t["runs"] for t in results["timings"]] == [4] * len(results["variants"])
     assert "in 4 alternating rounds over all variants" in (out / "results.md").read_text()

@@ -5,11 +5,15 @@ optimum-intel for its onnx / openvino backends, where they install next to the p
 import importlib.util
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import transformers
 from transformers import AutoModel, AutoTokenizer
 
 from compress.pooling import mean_pool
@@ -69,10 +73,20 @@ def test_the_teachers_pooling_and_normalize_travel(tiny_bert_dir, corpus_file, t
     np.testing.assert_allclose(np.linalg.norm(model.encode(TEXTS), axis=1), 1.0, atol=1e-5)
 
 
+def _forget_the_length(teacher) -> None:
+    """The teacher's tokenizer as many Hub tokenizers are saved: no model_max_length (transformers' 1e30 sentinel)."""
+    path = teacher / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.pop("model_max_length")
+    path.write_text(json.dumps(config))
+    assert AutoTokenizer.from_pretrained(teacher).model_max_length > 1e20
+
+
 def test_deploy_folder_loads_in_every_backend(tiny_bert_dir, corpus_file, tmp_path, capsys, caplog):
     from export.deploy import quantized_onnx_name
     from export.isa import cpu_features
 
+    _forget_the_length(tiny_bert_dir)
     run = tmp_path / "run"
     assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run, *SMALL], capsys).code == 0
     pytest.importorskip("openvino")
@@ -82,6 +96,10 @@ def test_deploy_folder_loads_in_every_backend(tiny_bert_dir, corpus_file, tmp_pa
     assert {"onnx/model.onnx", f"onnx/{int8}", "openvino/openvino_model.xml",
             "openvino/openvino_model_qint8_quantized.xml", "modules.json", "1_Pooling/config.json"} <= {
         str(p.relative_to(deploy)) for p in deploy.rglob("*") if p.is_file()}
+    positions = AutoModel.from_pretrained(tiny_bert_dir).config.max_position_embeddings  # BERT: no offset
+    for folder in (run / "student", deploy, deploy / "onnx"):  # the real limit, not the teacher's sentinel
+        if (folder / "tokenizer_config.json").is_file():
+            assert AutoTokenizer.from_pretrained(folder).model_max_length == positions, folder
     facts = json.loads((deploy / "provenance.json").read_text())
     assert facts["files"]["int8"] == f"onnx/{int8}" and facts["source"]["teacher"] == str(tiny_bert_dir)
     reference = _load(deploy, caplog).encode(TEXTS)
@@ -106,3 +124,30 @@ def test_deploy_folder_loads_in_every_backend(tiny_bert_dir, corpus_file, tmp_pa
             np.testing.assert_allclose(out, reference, atol=atol)
         else:  # INT8, or bf16
             assert cosine(out, reference).min() > 0.99, (backend, kwargs)
+
+
+_LOAD_QUIETLY = """
+import sys
+from sentence_transformers import SentenceTransformer
+from transformers import AutoTokenizer
+for folder in sys.argv[1:]:
+    AutoTokenizer.from_pretrained(folder)
+    SentenceTransformer(folder, device="cpu").encode(["hello world"])
+"""
+
+
+@pytest.mark.skipif(not transformers.__version__.startswith("5."),
+                    reason="transformers 4.57.3+ warns of an incorrect Mistral regex for every folder it saved "
+                           "(its _patch_mistral_regex); folders saved by transformers 5, the default stack, are clean")
+def test_produced_folders_load_without_a_tokenizer_warning(tiny_roberta_dir, corpus_file, tmp_path, capsys):
+    """What a user sees who loads student/ and deploy/ in a program of their own (that never imports compress,
+    whose log filter would hide such a warning): no tokenizer warning at all."""
+    run = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_roberta_dir, "--corpus", corpus_file, "--run-dir", run, *SMALL],
+                   capsys).code == 0
+    assert run_cli(["export", run], capsys).code == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run([sys.executable, "-W", "default", "-c", _LOAD_QUIETLY, str(run / "student"),
+                           str(run / "deploy")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tokeniz" not in done.stderr.lower(), done.stderr
