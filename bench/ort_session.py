@@ -154,13 +154,7 @@ def make_feeds(tokenizer, texts: list[str], batch: int, seq_len: int,
     if unknown:
         raise UserError(f"the model takes input(s) {', '.join(unknown)}, which the benchmark cannot make: "
                         f"supported inputs are {', '.join(KNOWN_INPUTS)}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1 (got {batch})")
-    tok = _backend(tokenizer)
-    head, tail = _special_frame(tok)
-    body = seq_len - len(head) - len(tail)
-    if body < 1:
-        raise ValueError(f"seq_len {seq_len} leaves no room for text between the {len(head) + len(tail)} special tokens")
+    tok, head, tail, body = _frame(tokenizer, batch, seq_len)
     stream = iter(_token_stream(tok, list(texts)))
     ids = np.empty((batch, seq_len), dtype=np.int64)
     for row in range(batch):
@@ -172,13 +166,8 @@ def make_feeds(tokenizer, texts: list[str], batch: int, seq_len: int,
     return {name: arrays[name] for name in names}
 
 
-def request_texts(tokenizer, texts: list[str], batch: int, seq_len: int) -> list[str]:
-    """``batch`` strings of real text as a user would send them, each about ``seq_len`` tokens long with the special
-    tokens (the end-to-end timing's input; tokenizing with truncation at ``seq_len`` gives at most that).
-
-    Row r joins consecutive ``texts`` lines (cycling) from where row r-1 stopped until they give ``seq_len - specials``
-    tokens, and is cut at the end of that token in the original string (so the tokenizer does its normal work on
-    normal text, and not much more than the model sees). Either kind of tokenizer, as :func:`make_feeds`."""
+def _frame(tokenizer, batch: int, seq_len: int):
+    """The backend tokenizer, the special tokens around a row (head, tail) and how many text tokens fit (body)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1 (got {batch})")
     tok = _backend(tokenizer)
@@ -186,6 +175,17 @@ def request_texts(tokenizer, texts: list[str], batch: int, seq_len: int) -> list
     body = seq_len - len(head) - len(tail)
     if body < 1:
         raise ValueError(f"seq_len {seq_len} leaves no room for text between the {len(head) + len(tail)} special tokens")
+    return tok, head, tail, body
+
+
+def request_texts(tokenizer, texts: list[str], batch: int, seq_len: int) -> list[str]:
+    """``batch`` strings of real text as a user would send them, each about ``seq_len`` tokens long with the special
+    tokens (the end-to-end timing's input; tokenizing with truncation at ``seq_len`` gives at most that).
+
+    Row r joins consecutive ``texts`` lines (cycling) from where row r-1 stopped until they give ``seq_len - specials``
+    tokens, and is cut at the end of that token in the original string (so the tokenizer does its normal work on
+    normal text, and not much more than the model sees). Either kind of tokenizer, as :func:`make_feeds`."""
+    tok, head, tail, body = _frame(tokenizer, batch, seq_len)
     lines = [t for t in texts if t.strip()]
     if not lines or not any(tok.encode(t, add_special_tokens=False).ids for t in lines[:100]):
         raise ValueError("request_texts: the texts give no tokens; pass some non-empty lines of text")
