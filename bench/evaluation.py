@@ -1,4 +1,4 @@
-"""``compress evaluate``: score a run's student (or any model folder, or an exported ONNX folder) on tasks.
+"""``compress evaluate``: score a run's student (or any model folder, or an exported variant's folder) on tasks.
 
 Fidelity tasks compare against a reference: by default the run's teacher. Scores of a run are kept in
 ``<run>/eval.json`` (recomputed when the task list changes), which ``compress sweep-layers`` and the
@@ -11,20 +11,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.encoders import OrtEncoder
+from bench.backends import TorchBackend, backend_for
 from bench.evaluate import evaluate
 from bench.tasks import load_task
 from compress.errors import UserError
-from compress.run_dir import RunDir, atomic_write_text
+from compress.run_dir import RunDir, atomic_write_text, read_provenance
+from compress.variants import BY_NAME
 
 
 def open_encoder(path: Path, device: str = "cpu", name: str | None = None):
-    """An ONNX folder (``model.onnx``) → OrtEncoder; a Hugging Face folder or id → TorchEncoder."""
-    if (path / "model.onnx").is_file():
-        return OrtEncoder(path, name=name)
-    from bench.torch_encoder import TorchEncoder
-
-    return TorchEncoder(path, device=device, name=name)
+    """An encoder of what ``path`` holds (:func:`bench.backends.backend_for`): an ONNX folder, an OpenVINO IR folder
+    (compiled to its variant's precision where its provenance.json names one, else fp32), or a Hugging Face folder or
+    id. ``device`` cuda: PyTorch on the GPU, and ONNX Runtime's CUDA provider where this onnxruntime has it."""
+    spec = BY_NAME.get(read_provenance(path).get("variant")) if path.is_dir() else None
+    return backend_for(path).encoder(path, precision=spec.compile_precision if spec else "fp32",
+                                     provider="cuda" if str(device).startswith("cuda") else "cpu", name=name)
 
 
 def resolve_model(target: Path) -> tuple[Path, str | None]:
@@ -58,7 +59,7 @@ def evaluate_model(target: Path, tasks: list[str], *, reference: str | None = No
     ref_encoder = open_encoder(Path(reference), device, name="reference") if needs_reference else None
     scores = [s for t in specs for s in evaluate(t, encoder, reference=ref_encoder)]
     distill = RunDir(target).stage("distill") if teacher else None
-    if distill and not (model_dir / "model.onnx").is_file():
+    if distill and isinstance(backend_for(model_dir), TorchBackend):  # the relation KL needs the PyTorch student
         for spec in (t for t in specs if t.kind == "fidelity"):
             kl = relation_kl_to_teacher(model_dir, teacher, spec.texts(spec.rows("test")),
                                         teacher_layer=distill["resolved"]["teacher_layer"],

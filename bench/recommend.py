@@ -5,9 +5,11 @@ Conventions (docs/bench-results-schema.md):
 
 * A task's *headline metric* is the metric of its first overall (``language`` None) score row.
 * A provider's *reference shape* is its smallest measured batch × its largest measured length (one online request).
-* Latency is the model call's p50 at the reference shape; the end-to-end p50 (text in, embedding out) rides along.
+* Latency is what a user's request pays: the end-to-end p50 (text in, tokenization, the model call, pooling,
+  embedding out) at the reference shape, and the model call's p50 for a row measured without it (e.g. an older
+  results.json). Each pick keeps both and the one it was ranked by (``latency_ms``); ``ranked_by`` says which.
 * Per provider and task, *ship* is the fastest variant whose headline score is within ``NEAR_BEST`` (relative) of
-  the best; the Pareto front and, per budget (each variant's own p50), the best variant that fits come with it.
+  the best; the Pareto front and, per budget (each variant's own latency), the best variant that fits come with it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 from bench.pareto import best_under_budget, pareto_front
 from bench.results import Budget, Pick, ProviderChoice, Recommendation, Results, TaskChoice, parse_results
 
-__all__ = ["NEAR_BEST", "recommend", "headline_metrics", "headline_scores", "reference_shapes", "reference_picks"]
+__all__ = ["NEAR_BEST", "recommend", "headline_metrics", "headline_scores", "reference_shapes", "reference_picks",
+           "ranked_by"]
 
 NEAR_BEST = 0.01  # "ship": the fastest variant within 1 % (relative) of the best score
 
@@ -49,20 +52,28 @@ def reference_shapes(results: Results | Any) -> dict[str, tuple[int, int]]:
 
 
 def reference_picks(results: Results | Any, provider: str, shape: tuple[int, int]) -> dict[str, Pick]:
-    """{variant: its Pick (no score) at ``provider``'s ``shape``}, the first row when several thread counts."""
+    """{variant: its Pick (no score) at ``provider``'s ``shape``}, the first row when several thread counts; its
+    ``latency_ms`` is the end-to-end p50 where measured, else the model call's."""
     results = parse_results(results)
     formats = {v.name: v.format for v in results.variants}
     out: dict[str, Pick] = {}
     for t in results.timings:
         if t.provider == provider and (t.batch, t.seq_len) == shape and t.variant not in out:
-            out[t.variant] = Pick(variant=t.variant, format=formats[t.variant], p50_ms=t.p50_ms,
-                                  e2e_p50_ms=t.end_to_end.p50_ms if t.end_to_end else None)
+            e2e = t.end_to_end.p50_ms if t.end_to_end else None
+            out[t.variant] = Pick(variant=t.variant, format=formats[t.variant], p50_ms=t.p50_ms, e2e_p50_ms=e2e,
+                                  latency_ms=t.p50_ms if e2e is None else e2e)
     return out
 
 
+def ranked_by(picks: list[Pick]) -> str:
+    """``end_to_end`` when every pick was measured end to end, ``model_call`` when none was, else ``mixed``."""
+    measured = {p.e2e_p50_ms is not None for p in picks}
+    return "mixed" if len(measured) > 1 else "end_to_end" if measured == {True} else "model_call"
+
+
 def recommend(results: Results | Any) -> Recommendation:
-    """Per provider (at its reference shape): the variants by latency and, per task with scores, the variant to ship,
-    the Pareto front and the best variant under each latency budget."""
+    """Per provider (at its reference shape): the variants by latency (end to end where measured) and, per task with
+    scores, the variant to ship, the Pareto front and the best variant under each latency budget."""
     results = parse_results(results)
     metrics = headline_metrics(results)
     headline = headline_scores(results)
@@ -78,20 +89,20 @@ def recommend(results: Results | Any) -> Recommendation:
                 continue
             best = max(r.score for r in rows)
             near = [r for r in rows if r.score >= best - NEAR_BEST * abs(best)]
-            ship = min(near, key=lambda r: (r.p50_ms, -r.score))
-            front = pareto_front([(r.p50_ms, r.score) for r in rows])
+            ship = min(near, key=lambda r: (r.latency_ms, -r.score))
+            front = pareto_front([(r.latency_ms, r.score) for r in rows])
             tasks.append(TaskChoice(task=task, metric=metric, ship=ship, best_score=best,
                                     pareto_front=[rows[i] for i in front]))
         budgets = []
-        for budget in sorted({picks[v].p50_ms for v in picks if any((v, task) in headline for task in metrics)}):
+        for budget in sorted({picks[v].latency_ms for v in picks if any((v, task) in headline for task in metrics)}):
             best_of = {}
             for task in metrics:
-                rows = [{"pick": picks[v], "p50": picks[v].p50_ms, "score": headline[(v, task)]}
+                rows = [{"pick": picks[v], "latency": picks[v].latency_ms, "score": headline[(v, task)]}
                         for v in picks if (v, task) in headline]
-                found = best_under_budget(rows, "p50", "score", budget)
+                found = best_under_budget(rows, "latency", "score", budget)
                 best_of[task] = None if found is None else found["pick"].model_copy(update={"score": found["score"]})
             budgets.append(Budget(p50_ms=budget, best=best_of))
         choices.append(ProviderChoice(provider=provider, batch=batch, seq_len=seq, threads=threads,
-                                      by_latency=sorted(picks.values(), key=lambda p: p.p50_ms), tasks=tasks,
-                                      budgets=budgets))
+                                      by_latency=sorted(picks.values(), key=lambda p: p.latency_ms), tasks=tasks,
+                                      budgets=budgets, ranked_by=ranked_by(list(picks.values()))))
     return Recommendation(near_best=NEAR_BEST, providers=choices)

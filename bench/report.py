@@ -101,8 +101,21 @@ def _runtime(pick) -> str:
     return RUNTIME_NAMES.get(pick.format, pick.format)
 
 
-def _e2e(pick, prefix: str = ", end-to-end ") -> str:
-    return "" if pick.e2e_p50_ms is None else f"{prefix}{_ms(pick.e2e_p50_ms)} ms"
+RANKED_BY = {"end_to_end": "Ranked by the end-to-end p50.",
+             "model_call": "Ranked by the model call's p50 (no variant was timed end to end).",
+             "mixed": "Ranked by the end-to-end p50; † a variant timed without it, ranked by its model call's p50."}
+
+
+def _latency(pick, mixed: bool = False) -> str:
+    """The latency a pick is ranked by (end to end where measured, else the model call; † in a mixed ranking)."""
+    ms = pick.latency_ms if pick.latency_ms is not None else pick.p50_ms
+    return f"{_ms(ms)} ms" + ("†" if mixed and pick.e2e_p50_ms is None else "")
+
+
+def _both(pick) -> str:
+    if pick.e2e_p50_ms is None:
+        return f"model-call p50 {_ms(pick.p50_ms)} ms"
+    return f"end-to-end p50 {_ms(pick.e2e_p50_ms)} ms, model call {_ms(pick.p50_ms)} ms"
 
 
 def _ship_section(rec: Recommendation) -> list[str]:
@@ -110,16 +123,18 @@ def _ship_section(rec: Recommendation) -> list[str]:
     lines = ["## Which model to ship", ""]
     if not rec.providers:
         return lines + ["No timings in these results: nothing to compare.", ""]
-    lines += [f"Latency is the median (p50) of one model call at the reference shape (smallest batch × longest input; "
-              f"the end-to-end p50, text in and embedding out, beside it where measured); "
-              f"scores are each task's headline metric (higher is better). \"Ship\" names the fastest variant "
-              f"within {100 * rec.near_best:g} % (relative) of the best score.", ""]
+    lines += [f"Latency is the median (p50) at the reference shape (smallest batch × longest input) of a request as a "
+              f"user sends it, end to end: text in, tokenization, the model call, pooling, embedding out (the model "
+              f"call alone beside it); scores are each task's headline metric (higher is better). \"Ship\" names the "
+              f"fastest variant within {100 * rec.near_best:g} % (relative) of the best score.", ""]
     for choice in rec.providers:
         threads = choice.threads if choice.threads is not None else "default"
-        lines += [f"### {choice.provider}: batch {choice.batch} × {choice.seq_len} tokens, {threads} threads", ""]
+        mixed = choice.ranked_by == "mixed"
+        lines += [f"### {choice.provider}: batch {choice.batch} × {choice.seq_len} tokens, {threads} threads", "",
+                  RANKED_BY[choice.ranked_by], ""]
         if not choice.tasks:
-            lines += ["No accuracy scores in these results; the variants by p50 latency: "
-                      + ", ".join(f"**{p.variant}** {_ms(p.p50_ms)} ms" if i == 0 else f"{p.variant} {_ms(p.p50_ms)} ms"
+            lines += ["No accuracy scores in these results; the variants by latency: "
+                      + ", ".join(f"**{p.variant}** {_latency(p, mixed)}" if i == 0 else f"{p.variant} {_latency(p, mixed)}"
                                   for i, p in enumerate(choice.by_latency)) + ".", ""]
             continue
         for task in choice.tasks:
@@ -128,18 +143,18 @@ def _ship_section(rec: Recommendation) -> list[str]:
                 lines.append(f"- **{task.task}** ({task.metric}): no variant with a score was timed on {choice.provider}.")
                 continue
             lines.append(f"- **{task.task}** ({task.metric}): ship **{ship.variant}** on {_runtime(ship)} "
-                         f"({task.metric} {_score(ship.score)}, p50 {_ms(ship.p50_ms)} ms{_e2e(ship)}; "
+                         f"({task.metric} {_score(ship.score)}, {_both(ship)}; "
                          f"best {_score(task.best_score)}). Pareto front: "
-                         + " → ".join(f"{p.variant} ({_ms(p.p50_ms)} ms, {_score(p.score)})" for p in task.pareto_front)
+                         + " → ".join(f"{p.variant} ({_latency(p, mixed)}, {_score(p.score)})" for p in task.pareto_front)
                          + ".")
         lines.append("")
         if choice.budgets:
             table = [[f"≤ {_ms(b.p50_ms)} ms"]
                      + ["–" if b.best.get(t.task) is None else
-                        f"{b.best[t.task].variant} ({_score(b.best[t.task].score)}, {_ms(b.best[t.task].p50_ms)} ms)"
+                        f"{b.best[t.task].variant} ({_score(b.best[t.task].score)}, {_latency(b.best[t.task], mixed)})"
                         for t in choice.tasks] for b in choice.budgets]
             lines += ["Best variant under each latency budget:", ""]
-            lines += _table(["p50 budget", *(f"{t.task} ({t.metric})" for t in choice.tasks)], table)
+            lines += _table(["latency budget", *(f"{t.task} ({t.metric})" for t in choice.tasks)], table)
             lines.append("")
     return lines
 
@@ -333,8 +348,9 @@ _FALLBACK_GID = "variant-legend-marker"
 
 
 def latency_accuracy_figure(results: Mapping[str, Any] | Results):
-    """The latency_vs_accuracy Figure (one panel per task with scores: headline score against model-call p50 at each
-    provider's reference shape, end-to-end p50 as a thin segment, Pareto front ringed), or None without data.
+    """The latency_vs_accuracy Figure (one panel per task with scores: headline score against the latency the
+    recommendation ranks by at each provider's reference shape, the end-to-end p50 where measured, with the model
+    call's p50 as a thin segment to its left; the recommendation's Pareto front ringed), or None without data.
 
     Every point is named either by a label beside it that overlaps no other label, no other point and no panel edge
     (measured with the renderer's text extents), or, where none fits, by its own marker in the legend."""
@@ -363,18 +379,19 @@ def latency_accuracy_figure(results: Mapping[str, Any] | Results):
             names = [v for v in picks[provider] if (v, task) in headline]
             if not names:
                 continue
-            points = [(picks[provider][v].p50_ms, headline[(v, task)]) for v in names]
-            e2e = [(picks[provider][v].e2e_p50_ms, headline[(v, task)]) for v in names
-                   if picks[provider][v].e2e_p50_ms is not None]
-            latencies += [p[0] for p in points] + [p[0] for p in e2e]
+            points = [(picks[provider][v].latency_ms, headline[(v, task)]) for v in names]
+            model = [(picks[provider][v].p50_ms, headline[(v, task)]) for v in names
+                     if picks[provider][v].e2e_p50_ms is not None]
+            latencies += [p[0] for p in points] + [p[0] for p in model]
             color = colors[k % len(colors)]
             ax.scatter([p[0] for p in points], [p[1] for p in points], color=color, zorder=3,
                        label=f"{provider} (b{shape[0]}×{shape[1]})")
-            if e2e:
-                model = [picks[provider][v].p50_ms for v in names if picks[provider][v].e2e_p50_ms is not None]
-                ax.hlines([p[1] for p in e2e], model, [p[0] for p in e2e], color=color, alpha=0.45, linewidth=1.2,
-                          zorder=1, label="end-to-end p50 (text in)" if k == 0 else None)
-                ax.scatter([p[0] for p in e2e], [p[1] for p in e2e], marker="|", color=color, s=50, alpha=0.8, zorder=1)
+            if model:
+                e2e = [picks[provider][v].e2e_p50_ms for v in names if picks[provider][v].e2e_p50_ms is not None]
+                ax.hlines([p[1] for p in model], [p[0] for p in model], e2e, color=color, alpha=0.45, linewidth=1.2,
+                          zorder=1, label="model call alone (token ids in)" if k == 0 else None)
+                ax.scatter([p[0] for p in model], [p[1] for p in model], marker="|", color=color, s=50, alpha=0.8,
+                           zorder=1)
             front = pareto_front(points)
             ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color=color, linestyle="--",
                     drawstyle="steps-post", alpha=0.6, zorder=2)
@@ -388,7 +405,7 @@ def latency_accuracy_figure(results: Mapping[str, Any] | Results):
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_title(f"{task}: {metric} against latency")
-        ax.set_xlabel("p50 latency (ms) at the reference shape")
+        ax.set_xlabel("p50 latency (ms) at the reference shape, end to end where measured")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.08, y=0.12)  # room for labels at the edges

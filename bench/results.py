@@ -4,7 +4,8 @@ results.json is written from :class:`Results` and read back through it (:func:`l
 not fit is one ``ValueError`` line naming the first problem and its place (``timings[3].p50_ms: Input should be a
 valid number, got 'fast'``). Rows keep keys they do not declare (e.g. ``providers_used``), so a later writer may
 add fields without breaking an earlier reader. Fields added after the first release (``end_to_end``,
-``recommendation``) are optional: an older results.json still loads.
+``recommendation``, the recommendation's ``latency_ms`` and ``ranked_by``) are optional: an older results.json
+still loads.
 """
 
 from __future__ import annotations
@@ -17,20 +18,26 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from compress.errors import UserError
+from compress.variants import VARIANTS
 
-__all__ = ["SCHEMA_VERSION", "FORMATS", "PRECISIONS", "PROVIDER_NAMES", "LatencyStats", "TimingRow", "VariantRecord",
+__all__ = ["SCHEMA_VERSION", "FORMATS", "PRECISIONS", "TORCH_PRECISIONS", "PROVIDER_NAMES", "LatencyStats", "TimingRow", "VariantRecord",
            "ScoreRow", "Settings", "Pick", "TaskChoice", "Budget", "ProviderChoice", "Recommendation", "Results",
            "parse_results", "validate_results", "load_results"]
 
 SCHEMA_VERSION = 1
 FORMATS = ("onnx", "openvino", "torch")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-qat")
+TORCH_PRECISIONS = ("fp32", "bf16")  # --torch rows: fp32, and bf16 where CUDA is benchmarked
+# A variant's precision: an exported variant's from the export table, a PyTorch row's from TORCH_PRECISIONS.
+PRECISIONS = tuple(dict.fromkeys([*TORCH_PRECISIONS, *(v.precision for v in VARIANTS)]))
+LEGACY_PRECISIONS = {"int8-qat": "int8"}  # what bench wrote before it took precisions from the table
 PROVIDER_NAMES = ("cpu", "cuda", "tensorrt")
 
 Name = Annotated[str, StringConstraints(pattern=r"\S")]  # a non-empty string (not only spaces)
 Provider = Literal["cpu", "cuda", "tensorrt"]
 Count = Annotated[int, Field(ge=1)]
 Ms = Annotated[float, Field(ge=0)]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+RankedBy = Literal["end_to_end", "model_call", "mixed"]
 
 
 class _Row(BaseModel):
@@ -100,9 +107,15 @@ class VariantRecord(_Row):
     run: str | None
     path: Name
     format: Literal["onnx", "openvino", "torch"]
-    precision: Literal["fp32", "fp16", "bf16", "int8", "int8-qat"]
+    precision: Precision
     size_bytes: Annotated[int, Field(ge=0)] | None
     parameters: Annotated[int, Field(ge=0)] | None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _legacy(cls, value: Any) -> Any:
+        """An older results.json named the QAT variants' precision ``int8-qat`` (the variant's name says QAT)."""
+        return LEGACY_PRECISIONS.get(value, value) if isinstance(value, str) else value
 
 
 class ScoreRow(_Row):
@@ -133,13 +146,16 @@ class Settings(_Row):
 
 
 class Pick(_Row):
-    """A variant at a provider's reference shape: model-call p50, end-to-end p50 (when measured), headline score."""
+    """A variant at a provider's reference shape: model-call p50, end-to-end p50 (when measured), ``latency_ms``: the
+    p50 the recommendation ranks it by (end to end where measured, else the model call; None in files from before it
+    ranked end to end), headline score."""
 
     variant: str
     format: Literal["onnx", "openvino", "torch"]
     p50_ms: Ms
     e2e_p50_ms: Ms | None = None
     score: float | None = None
+    latency_ms: Ms | None = None
 
 
 class TaskChoice(_Row):
@@ -154,14 +170,18 @@ class TaskChoice(_Row):
 
 
 class Budget(_Row):
-    """A latency budget (one variant's own p50) and, per task, the best-scoring variant whose p50 fits (or None)."""
+    """A latency budget (one variant's own ranked p50, see :class:`Pick`) and, per task, the best-scoring variant
+    whose ranked p50 fits (or None)."""
 
     p50_ms: Ms
     best: dict[str, Pick | None]
 
 
 class ProviderChoice(_Row):
-    """The answer for one provider at its reference shape (``batch`` × ``seq_len``, ``threads``)."""
+    """The answer for one provider at its reference shape (``batch`` × ``seq_len``, ``threads``). ``ranked_by``: the
+    latency its picks are ranked by: ``end_to_end`` (every pick's end-to-end p50), ``model_call`` (none was measured
+    end to end; also files from before the ranking was end to end) or ``mixed`` (end to end where measured, the
+    model call for the rest)."""
 
     provider: Provider
     batch: Count
@@ -170,10 +190,11 @@ class ProviderChoice(_Row):
     by_latency: list[Pick]
     tasks: list[TaskChoice]
     budgets: list[Budget]
+    ranked_by: RankedBy = "model_call"
 
 
 class Recommendation(_Row):
-    """"Which model to ship", per provider; latencies are model-call p50 at the reference shape."""
+    """"Which model to ship", per provider; latencies are p50 at the reference shape, end to end where measured."""
 
     near_best: float
     providers: list[ProviderChoice]

@@ -11,7 +11,6 @@ Nothing here imports torch unless ``--torch`` is given.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -19,24 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
-from bench.encoders import OrtEncoder, TextRequest, head_labels
+from bench.backends import BACKENDS, Backend, TorchBackend
+from bench.encoders import head_labels
 from bench.evaluate import evaluate
 from bench.machine import bench_threads, machine_facts
-from bench.ort_session import SessionRunner, make_feeds, providers_used, request_texts
-from export.sessions import PROVIDERS, check_provider, make_session
 from bench.report import make_results, timing_row, write_report
+from bench.results import TORCH_PRECISIONS
 from bench.tasks import TaskSpec, load_task
 from bench.timing import TimedCall, TimingStats, time_calls
-from bench.tokenization import load_tokenizer
 from compress.config import BenchConfig, to_plain
 from compress.corpus import expand_pattern, read_corpus
 from compress.errors import UserError
 from compress.model_card import refresh_model_cards
 from compress.positions import max_sequence_length
 from compress.prepare_data import text_sources
-from compress.run_dir import PARITY_FILE, RunDir, now
+from compress.run_dir import RunDir, now
+from compress.variants import BY_NAME, VariantSpec
+from export.sessions import check_provider
 
 log = logging.getLogger(__name__)
 MAX_TEXT_LINES = 4000
@@ -44,7 +42,8 @@ MAX_TEXT_LINES = 4000
 
 @dataclass
 class Variant:
-    """One model to measure. ``model``: student, teacher or a fine-tuned name; ``path``: its folder."""
+    """One model to measure. ``model``: student, teacher or a fine-tuned name; ``path``: its folder; ``format``: its
+    backend's (:data:`bench.backends.BACKENDS`); ``spec``: its row of the export table (None for PyTorch rows)."""
 
     name: str
     run: str
@@ -53,68 +52,40 @@ class Variant:
     format: str
     path: Path
     classifier: bool
+    spec: VariantSpec | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return BACKENDS[self.format]
+
+    @property
+    def compile_precision(self) -> str:
+        """What its runtime computes in: the table's compile precision (OpenVINO's bf16), PyTorch's dtype."""
+        return self.spec.compile_precision if self.spec else self.precision
 
     def record(self, parameters: int) -> dict[str, Any]:
         return {"name": self.name, "run": self.run, "path": str(self.path), "format": self.format,
-                "precision": self.precision, "size_bytes": folder_size(self.path, self.format), "parameters": parameters,
-                "model": self.model}
+                "precision": self.precision, "size_bytes": self.backend.size_bytes(self.path),
+                "parameters": parameters, "model": self.model}
 
 
-def folder_size(path: Path, fmt: str) -> int:
-    """Bytes of the weights: model.onnx (+ external data), the OpenVINO IR (.xml + .bin) or the safetensors/bin files."""
-    if fmt == "onnx":
-        return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("model.onnx"))
-    if fmt == "openvino":
-        from export.openvino_export import ir_size
-
-        return ir_size(path)
-    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-
-
-def onnx_parameters(path: Path) -> int:
-    """Elements in the graph's initializers (weights; an INT8 graph also counts its scales)."""
-    import onnx
-
-    model = onnx.load(str(path / "model.onnx"), load_external_data=False)
-    total = 0
-    for init in model.graph.initializer:
-        count = 1
-        for d in init.dims:
-            count *= d
-        total += count
-    return total
-
-
-def openvino_parameters(path: Path) -> int:
-    """Elements in the IR's constants (weights; an INT8 IR also counts its quantization ranges)."""
-    from export.openvino_export import IR_FILE, require_openvino
-
-    model = require_openvino().Core().read_model(str(path / IR_FILE))
-    total = 0
-    for op in model.get_ops():
-        if op.get_type_name() == "Constant":
-            count = 1
-            for d in op.get_output_shape(0):
-                count *= int(d)
-            total += count
-    return total
+def torch_variant(name: str, run: str, model: str, precision: str, folder: Path) -> Variant:
+    """A Hugging Face folder timed and scored in PyTorch."""
+    return Variant(name, run, model, precision, "torch", folder, False)
 
 
 def exported_variants(run_dir: Path, prefix: str) -> list[Variant]:
-    """The run's current exported variants (those listed in each model's parity.json): ONNX folders, and OpenVINO
-    IR folders (``openvino-bf16`` runs ``openvino-fp32``'s IR compiled to bf16)."""
+    """The run's current exported variants: those each model's parity.json lists whose file is there, with format
+    and precision from the export table (``openvino-bf16`` runs ``openvino-fp32``'s IR compiled to bf16)."""
     found = []
-    for model, root in RunDir(run_dir).exported_models():
-        for name, record in json.loads((root / PARITY_FILE).read_text(encoding="utf-8"))["variants"].items():
-            folder = root / record.get("folder", name)
-            if record.get("runtime") == "openvino":
-                fmt, precision = "openvino", name.removeprefix("openvino-")
-                present = (folder / record["file"]).is_file()
-            else:
-                fmt, precision, present = "onnx", name, (folder / "model.onnx").is_file()
-            if present:
-                found.append(Variant(f"{prefix}{model}-{name}", str(run_dir), model, precision, fmt, folder,
-                                     head_labels(folder / "config.json") is not None))
+    run = RunDir(run_dir)
+    for model, root in run.exported_models():
+        report = run.export_report(model)
+        for name, record in (report.variants if report else {}).items():
+            spec, path = BY_NAME[name], record.path(root)
+            if path.is_file():
+                found.append(Variant(f"{prefix}{model}-{name}", str(run_dir), model, record.precision, spec.format,
+                                     path.parent, head_labels(path.parent / "config.json") is not None, spec))
     return found
 
 
@@ -125,8 +96,8 @@ def torch_variants(run_dir: Path, prefix: str, providers: list[str]) -> list[Var
     teacher = run.teacher()
     if teacher:
         folders["teacher"] = Path(teacher)
-    precisions = ["fp32"] + (["bf16"] if "cuda" in providers else [])
-    return [Variant(f"{prefix}{model}-torch-{precision}", str(run_dir), model, precision, "torch", folder, False)
+    precisions = TORCH_PRECISIONS if "cuda" in providers else TORCH_PRECISIONS[:1]  # bf16 on CUDA only
+    return [torch_variant(f"{prefix}{model}-torch-{precision}", str(run_dir), model, precision, folder)
             for model, folder in folders.items() if folder.is_dir() for precision in precisions]
 
 
@@ -155,63 +126,7 @@ def _max_positions(folder: Path) -> int:
     return max_sequence_length(config) or 512
 
 
-TORCH_PROVIDERS = ("cpu", "cuda")  # where --torch times PyTorch itself (bench.torch_timing)
-
-
-def ort_offers(provider: str) -> bool:
-    """Whether this onnxruntime offers ``provider`` (cpu, cuda, tensorrt)."""
-    return PROVIDERS.get(provider) in ort.get_available_providers()
-
-
-def onnx_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
-    """An ONNX variant ready to time: a session per provider, fed each batch × length (token ids for the model call,
-    text for the end-to-end request; on a GPU the request's copies to and from the device are part of it)."""
-    calls = []
-    tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
-    cut = {s: load_tokenizer(variant.path, s) for s in cfg.seq_lengths}  # truncating at each length
-    for provider in (p for p in cfg.providers if ort_offers(p)):  # one it lacks was warned of in run()
-        session = make_session(variant.path / "model.onnx", provider, cfg.threads,
-                               trt_cache_dir=variant.path / ".trt-cache" if provider == "tensorrt" else None)
-        names = [i.name for i in session.get_inputs()]
-        used = providers_used(session)
-        for seq_len in cfg.seq_lengths:
-            for batch in cfg.batch_sizes:
-                runner = SessionRunner(session, make_feeds(tokenizer, texts, batch, seq_len, names), provider)
-                request = TextRequest(session, cut[seq_len], request_texts(tokenizer, texts, batch, seq_len), variant.path)
-                calls.append(TimedCall(provider, batch, seq_len, runner, used, request))
-    return calls
-
-
-def openvino_calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
-    """An OpenVINO variant ready to time on its CPU plugin, fed as ONNX Runtime's CPU provider is (the rows carry
-    provider ``cpu``, so both runtimes share one table, Pareto front and recommendation)."""
-    from export.openvino_export import OpenVINOSession
-
-    if "cpu" not in cfg.providers:
-        return []
-    session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32", cfg.threads)
-    tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
-    used = [f"OpenVINO CPU ({session.inference_precision})"]
-    calls = []
-    for seq_len in cfg.seq_lengths:
-        cut = load_tokenizer(variant.path, seq_len)
-        for batch in cfg.batch_sizes:
-            feeds = make_feeds(tokenizer, texts, batch, seq_len, session.names)
-            request = session.request
-            request.infer(feeds)  # the first call with a new shape compiles for it
-            text = TextRequest(session, cut, request_texts(tokenizer, texts, batch, seq_len), variant.path)
-            calls.append(TimedCall("cpu", batch, seq_len, functools.partial(request.infer, feeds), used, text))
-    return calls
-
-
-def _calls(variant: Variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:
-    if variant.format == "onnx":
-        return onnx_calls(variant, cfg, texts)
-    if variant.format == "openvino":
-        return openvino_calls(variant, cfg, texts)
-    from bench.torch_timing import torch_calls
-
-    return torch_calls(variant, cfg, texts)
+TORCH_PROVIDERS = TorchBackend.runs_on  # where --torch times PyTorch itself (bench.torch_timing)
 
 
 def physical_memory() -> int | None:
@@ -225,7 +140,7 @@ def physical_memory() -> int | None:
 def timing_rounds(variants: list[Variant], cfg: BenchConfig) -> int:
     """How many alternating rounds to time in: ``cfg.rounds`` when every variant's session can stay open (twice
     the weights, for the runtimes' copies and buffers, within half the RAM), else 1, one variant open at a time."""
-    weights = sum(folder_size(v.path, v.format) for v in variants)
+    weights = sum(v.backend.size_bytes(v.path) for v in variants)
     ram = physical_memory()
     if cfg.rounds == 1 or ram is None or 2 * weights <= ram // 2:
         return cfg.rounds
@@ -250,8 +165,10 @@ def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], r
     Measured on the demo's 9 variants (3.3 GB of weights, 4 shapes, ``--min-time 0.5``): 3 rounds held open 76 s and
     4.8 GB peak RSS; 1 round 68 s and 2.7 GB; reopening each variant every round instead took 166 s and grew to
     5.7–6.4 GB (the C library keeps much of what ONNX Runtime frees), which is why there is no such mode."""
-    if any(v.format == "openvino" for v in variants) and "cpu" not in cfg.providers:
-        log.info("OpenVINO variants run on the CPU; not timed (providers: %s)", ", ".join(cfg.providers))
+    for backend in dict.fromkeys(v.backend for v in variants):
+        if not set(backend.runs_on) & set(cfg.providers):
+            log.info("%s variants run on %s; not timed (providers: %s)", backend.runtime, ", ".join(backend.runs_on),
+                     ", ".join(cfg.providers))
     share = {"warmup": cfg.warmup, "min_time_s": cfg.min_time_s / rounds, "min_runs": -(-cfg.min_runs // rounds)}
     held: dict[str, list[TimedCall]] = {}
     pooled: dict[tuple[str, str, int, int], tuple[list[str], list[float], list[float]]] = {}
@@ -259,7 +176,7 @@ def time_variants(variants: list[Variant], cfg: BenchConfig, texts: list[str], r
         if rounds > 1:
             log.info("timing round %d/%d", r + 1, rounds)
         for variant in variants if r % 2 == 0 else variants[::-1]:
-            calls = held.get(variant.name) or _calls(variant, cfg, texts)
+            calls = held.get(variant.name) or variant.backend.calls(variant, cfg, texts)
             if rounds > 1:
                 held[variant.name] = calls
             for timed in calls:
@@ -290,35 +207,21 @@ def _scored_tasks(variant: Variant, tasks: list[TaskSpec]) -> list[TaskSpec]:
 
 
 def _reference(variants: list[Variant], run: str) -> Variant | None:
-    """Fidelity reference of a run: its teacher (the FP32 ONNX export when there is one, for a torch-free
-    bench; otherwise the teacher folder in PyTorch)."""
-    for fmt in ("onnx", "torch"):
-        for v in variants:
-            if v.run == run and v.model == "teacher" and v.precision == "fp32" and v.format == fmt:
-                return v
+    """Fidelity reference of a run: its teacher (its first FP32 export in the table's order, the ONNX one, for a
+    torch-free bench; otherwise the teacher folder in PyTorch)."""
+    teachers = [v for v in variants if v.run == run and v.model == "teacher" and v.precision == "fp32"]
+    found = next((v for v in teachers if v.spec), None) or next(iter(teachers), None)
+    if found:
+        return found
     teacher = RunDir(Path(run)).teacher()
-    return Variant("teacher", run, "teacher", "fp32", "torch", Path(teacher), False) if teacher else None
+    return torch_variant("teacher", run, "teacher", "fp32", Path(teacher)) if teacher else None
 
 
 def open_variant(variant: Variant, provider: str, max_length: int, threads: int | None = None):
-    """An encoder (``bench.encoders.Encoder``) of the variant for scoring, at the bench's thread count."""
-    if variant.format == "onnx":  # scored on the CPU where this onnxruntime lacks the provider (see run())
-        return OrtEncoder(variant.path, provider=provider if ort_offers(provider) else "cpu", threads=threads,
-                          max_length=max_length, name=variant.name)
-    if variant.format == "openvino":
-        from export.openvino_export import OpenVINOSession
-
-        session = OpenVINOSession(variant.path, "bf16" if variant.precision == "bf16" else "fp32", threads)
-        return OrtEncoder(variant.path, session=session, max_length=max_length, name=variant.name)
-    import torch
-
-    from bench.torch_encoder import TorchEncoder
-
-    if threads:
-        torch.set_num_threads(threads)
-    device = "cuda" if "cuda" in provider else "cpu"
-    dtype = torch.bfloat16 if variant.precision == "bf16" else torch.float32
-    return TorchEncoder(variant.path, device=device, dtype=dtype, max_length=max_length, name=variant.name)
+    """An encoder (``bench.encoders.Encoder``) of the variant for scoring, at the bench's thread count (an ONNX
+    variant on the CPU where this onnxruntime lacks the provider, see run())."""
+    return variant.backend.encoder(variant.path, precision=variant.compile_precision, provider=provider,
+                                   max_length=max_length, threads=threads, name=variant.name)
 
 
 def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str,
@@ -391,7 +294,7 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
         if not found:
             raise UserError(f"{run_dir} has nothing to benchmark: run `compress export {run_dir} --int8` first (or pass --torch)")
         variants += found
-    too_long = [(v.name, _max_positions(v.path)) for v in variants if v.format in ("onnx", "openvino")
+    too_long = [(v.name, _max_positions(v.path)) for v in variants if v.backend.fixed_positions
                 and _max_positions(v.path) < max(cfg.seq_lengths)]
     if too_long:
         raise UserError(f"--seq-lengths {max(cfg.seq_lengths)} is longer than {too_long[0][0]} accepts "
@@ -404,8 +307,7 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
 
     rounds = timing_rounds(variants, cfg)
     timings = time_variants(variants, cfg, texts, rounds)
-    records = [v.record(onnx_parameters(v.path) if v.format == "onnx" else openvino_parameters(v.path)
-                        if v.format == "openvino" else _torch_parameters(v)) for v in variants]
+    records = [v.record(v.backend.parameters(v.path)) for v in variants]
     scores = score_variants(variants, tasks, cfg.providers[0], cfg.threads) if tasks else []
     settings = {**to_plain(cfg), "threads_from": threads_from, "rounds": rounds, "runs": [str(r) for r in run_dirs], "finished": now()}
     results = make_results(machine=machine_facts(cfg.threads), settings=settings, variants=records,
@@ -416,12 +318,6 @@ def _bench(cfg: BenchConfig, run_dirs: list[Path], out_dir: Path) -> dict[str, A
                                      config=to_plain(cfg))
         refresh_model_cards(run_dir)  # the cards of the run's folders show this benchmark
     return results
-
-
-def _torch_parameters(variant: Variant) -> int:
-    from bench.torch_timing import parameter_count
-
-    return parameter_count(variant)
 
 
 def summary(results: dict[str, Any]) -> str:

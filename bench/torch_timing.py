@@ -24,9 +24,11 @@ def _load(variant):
     return model, AutoTokenizer.from_pretrained(variant.path)
 
 
-def parameter_count(variant) -> int:
-    model, _ = _load(variant)
-    return sum(p.numel() for p in model.parameters())
+def parameter_count(folder) -> int:
+    """Elements in the weights of the Hugging Face folder's base model."""
+    from transformers import AutoModel
+
+    return sum(p.numel() for p in AutoModel.from_pretrained(folder).parameters())
 
 
 def torch_calls(variant, cfg: BenchConfig, texts: list[str]) -> list[TimedCall]:

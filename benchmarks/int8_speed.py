@@ -74,12 +74,12 @@ def ours(model_dir: Path, work: Path, hidden: int, lines: list[str],
     fp32 = work / "export" / "fp32" / "model.onnx"
     fuse_for_cpu(fp32, work / "fp32-fused.onnx", model_type="bert", num_heads=hidden // 32, hidden_size=hidden)
     paths = {"fp32": fp32, "fp32-fused": work / "fp32-fused.onnx", "int8": work / "export" / "int8" / "model.onnx"}
-    for name, record in report["variants"].items():
-        if record.get("runtime") == "openvino":  # a folder plus the precision it is compiled to
-            paths[name] = work / "export" / record["folder"]
+    for name, record in report.variants.items():
+        if record.runtime == "openvino":  # a folder plus the precision it is compiled to
+            paths[name] = work / "export" / record.folder
     if openvino:
         paths["openvino-int8-qat"] = openvino_qat_graph(model_dir, work, lines)
-    return paths, report["variants"]["int8"]
+    return paths, report.variants["int8"].model_dump(exclude_none=True)
 
 
 def openvino_qat_graph(model_dir: Path, work: Path, lines: list[str]) -> Path:

@@ -28,6 +28,14 @@ class ArchSpec:
     hidden_key: str = "hidden_size"
     heads_key: str = "num_attention_heads"
     ffn_key: str = "intermediate_size"
+    # What structured pruning (compress.pruning) reads and cuts, relative to one layer: the attention's output
+    # projection, the FFN's two Linears, the LayerNorms on the residual stream; and, relative to the base model, a
+    # per-head tensor shared by every layer (MPNet's relative position bias, [buckets, heads]).
+    attention_output: str = "attention.output.dense"
+    ffn_in: str = "intermediate.dense"
+    ffn_out: str = "output.dense"
+    layer_norms: tuple[str, ...] = ("attention.output.LayerNorm", "output.LayerNorm")
+    shared_head_bias: str | None = None
 
 
 _BERT_STYLE = dict(
@@ -40,7 +48,9 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "xlm-roberta": ArchSpec(**_BERT_STYLE, deep_layer_fraction=19 / 24),
     "camembert": ArchSpec(**_BERT_STYLE, deep_layer_fraction=19 / 24),
     "electra": ArchSpec(**_BERT_STYLE),
-    "mpnet": ArchSpec(layers="encoder.layer", query="attention.attn.q", key="attention.attn.k", value="attention.attn.v"),
+    "mpnet": ArchSpec(layers="encoder.layer", query="attention.attn.q", key="attention.attn.k", value="attention.attn.v",
+                      attention_output="attention.attn.o", layer_norms=("attention.LayerNorm", "output.LayerNorm"),
+                      shared_head_bias="encoder.relative_attention_bias"),
     "distilbert": ArchSpec(
         layers="transformer.layer",
         query="attention.q_lin",
@@ -50,6 +60,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         hidden_key="dim",
         heads_key="n_heads",
         ffn_key="hidden_dim",
+        attention_output="attention.out_lin",
+        ffn_in="ffn.lin1",
+        ffn_out="ffn.lin2",
+        layer_norms=("sa_layer_norm", "output_layer_norm"),
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -37,6 +38,17 @@ def _corpus_entry(item: str) -> dict:
             raise UserError(f"corpus weight {weight} in '{item}' must be a number above 0 (PATH:WEIGHT, e.g. {path}:2)")
         return CorpusConfig(path=path, weight=value).model_dump()
     return {"path": item}
+
+
+def comma_list(value: Optional[str], flag: str, kind=int) -> Optional[list]:
+    """``"1,8,32"`` → ``[1, 8, 32]`` (None when the flag was not given); a one-line error otherwise."""
+    if value is None:
+        return None
+    try:
+        return [kind(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes a comma list of {'integers' if kind is int else 'numbers'}, e.g. 1,8,32 "
+                        f"(got '{value}')") from None
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -165,10 +177,10 @@ def export(
     cfg = build_config(ExportConfig, overrides=overrides or [], flags=flags)
     report = stage.run(cfg, RunDir(run_dir), resume=resume)
     root = RunDir(run_dir).export_dir(cfg.model)
-    for name, v in report["variants"].items():
-        where = root / v.get("folder", name) / v.get("file", "model.onnx")
-        typer.echo(f"{name:>17}: {where}  {v['size_bytes'] / 2**20:7.1f} MiB  "
-                   f"max abs diff {v['max_abs_diff']:.2e}  mean cosine {v['mean_cosine']:.5f}  {agreement_text(v)}")
+    for name, record in report.variants.items():
+        typer.echo(f"{name:>17}: {record.path(root)}  {record.size_bytes / 2**20:7.1f} MiB  "
+                   f"max abs diff {record.max_abs_diff:.2e}  mean cosine {record.mean_cosine:.5f}  "
+                   f"{agreement_text(record.model_dump())}")
 
 
 @app.command()
@@ -203,7 +215,7 @@ def finetune(
 
 @app.command()
 def evaluate(
-    target: Path = typer.Argument(..., help="a run folder (its student), a model folder, or an exported ONNX folder"),
+    target: Path = typer.Argument(..., help="a run folder (its student), a model folder, or any exported variant's folder (ONNX or OpenVINO IR)"),
     task: Optional[List[str]] = typer.Option(None, help="task (repeat); see configs/tasks/"),
     reference: Optional[str] = typer.Option(None, help="reference model for fidelity tasks (default: the run's teacher)"),
     device: Optional[str] = typer.Option("auto", help="auto, cpu or cuda (PyTorch models)"),
@@ -279,22 +291,46 @@ def bench(
     if len(runs) > 1 and out is None:
         raise UserError("several runs are compared into one report: pass --out FOLDER")
 
-    def ints(value: Optional[str], flag: str):
-        if value is None:
-            return None
-        try:
-            return [int(x) for x in value.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"{flag} takes a comma list of integers, e.g. 1,8,32 (got '{value}')") from None
-
-    flags = {"providers": provider or None, "batch_sizes": ints(batch_sizes, "--batch-sizes"),
-             "seq_lengths": ints(seq_lengths, "--seq-lengths"), "threads": threads, "tasks": task or None,
+    flags = {"providers": provider or None, "batch_sizes": comma_list(batch_sizes, "--batch-sizes"),
+             "seq_lengths": comma_list(seq_lengths, "--seq-lengths"), "threads": threads, "tasks": task or None,
              "warmup": warmup, "min_time_s": min_time, "rounds": rounds, "torch": torch or None, "text": text or None}
     cfg = build_config(BenchConfig, overrides=overrides, flags=flags)
     report = out or RunDir(runs[0]).bench_dir
     results = stage.run(cfg, runs, report)
     typer.echo(stage.summary(results))
     typer.echo(f"report: {report / 'results.md'}")
+
+
+@app.command()
+def plan(
+    teacher: str = typer.Option(..., help="the teacher: a model folder or Hugging Face id"),
+    budget_ms: float = typer.Option(..., help="latency budget: end-to-end p50 per request in milliseconds"),
+    runtime: str = typer.Option("onnxruntime", help="onnxruntime or openvino"),
+    precision: str = typer.Option("int8", help="int8, bf16 (openvino) or fp32"),
+    batch_size: int = typer.Option(1, help="texts per request"),
+    seq_length: int = typer.Option(128, help="tokens per text"),
+    threads: Optional[int] = typer.Option(None, help="threads (default: one per core)"),
+    layers: Optional[str] = typer.Option(None, help="candidate depths, comma list (default 2,3,4,6)"),
+    hidden: Optional[str] = typer.Option(None, help="candidate widths, comma list (default: 1/3, 1/2, 2/3, 1 of the teacher's)"),
+    ffn_ratios: Optional[str] = typer.Option(None, help="FFN / hidden ratios, comma list (default: the teacher's)"),
+    corpus: Optional[List[str]] = typer.Option(None, help="text to time with (default: words of the vocabulary)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="time every candidate again"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plan as JSON"),
+) -> None:
+    """Which student shapes meet a latency budget here: candidates exported and timed before any distillation."""
+    from bench import plan as stage
+    from compress.config import PlanConfig
+
+    flags = {"teacher": teacher, "budget_ms": budget_ms, "runtime": runtime, "precision": precision,
+             "batch_size": batch_size, "seq_length": seq_length, "threads": threads,
+             "layers": comma_list(layers, "--layers"), "hidden": comma_list(hidden, "--hidden"),
+             "ffn_ratios": comma_list(ffn_ratios, "--ffn-ratios", float), "corpus": corpus or None,
+             "cache": False if no_cache else None}
+    cfg = build_config(PlanConfig, flags=flags)
+    result = stage.run(cfg)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    typer.echo(stage.summary(result))
 
 
 @app.command("trim-vocab")

@@ -25,13 +25,34 @@ class StudentConfig(_Strict):
     hidden: int = Field(384, ge=1)
     heads: int = Field(12, ge=1)
     intermediate_size: int | None = Field(None, ge=1, description="FFN size; default 4 × hidden")
+    init: Literal["random", "teacher"] | None = Field(
+        None, description="random: the paper's random weights; teacher: cut out of the teacher (its layers "
+        "init_from_teacher_layers, its most important hidden channels, heads and FFN neurons: compress/pruning.py); "
+        "default: teacher when init_from_teacher_layers is given, else random")
     init_from_teacher_layers: list[int] | None = Field(
-        None, description="1-based teacher layers to copy, one per student layer (widths must match)"
-    )
+        None, description="with init=teacher: 1-based teacher layers, one per student layer (default: evenly spaced, "
+        "ending at the last)")
+    prune_criterion: Literal["activation", "magnitude"] = Field(
+        "activation", description="with init=teacher and a narrower student: rank hidden channels, heads and FFN "
+        "neurons by their activations on a calibration sample of the corpora (Minitron's criterion), or by weight norms")
+    calibration_sequences: int = Field(256, ge=1, description="with the activation criterion: corpus sequences measured")
     trim_vocab: bool = Field(
         False, description="keep only the word pieces the distillation corpora use (see compress/vocab_trim.py)")
     trim_min_count: int = Field(1, ge=1, description="with trim_vocab: keep pieces seen at least this often")
     trim_keep_top: int | None = Field(None, ge=1, description="with trim_vocab: keep at most this many ids in all")
+
+    @property
+    def starts_from(self) -> Literal["random", "teacher"]:
+        """``init`` resolved: unset, it is ``teacher`` when init_from_teacher_layers is given (as configs from before
+        student.init meant it), else ``random``."""
+        return self.init or ("teacher" if self.init_from_teacher_layers else "random")
+
+    @model_validator(mode="after")
+    def _init_agrees(self):
+        if self.init == "random" and self.init_from_teacher_layers:
+            raise ValueError("init_from_teacher_layers takes the student's layers from the teacher: set "
+                             "student.init=teacher, or drop init_from_teacher_layers for random weights")
+        return self
 
 
 class LossConfig(_Strict):
@@ -248,6 +269,25 @@ class BenchConfig(_Strict):
         if not v or any(x < 1 for x in v):
             raise ValueError("must be a non-empty list of positive integers")
         return sorted(set(v))
+
+
+class PlanConfig(_Strict):
+    """``compress plan``: candidate student shapes timed against a latency budget on this machine."""
+
+    teacher: str
+    budget_ms: float = Field(gt=0, description="end-to-end p50 per request (tokenization included), milliseconds")
+    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    precision: Literal["int8", "bf16", "fp32"] = "int8"
+    batch_size: int = Field(1, ge=1)
+    seq_length: int = Field(128, ge=8)
+    threads: int | None = Field(None, ge=1, description="default: the physical cores available")
+    layers: list[int] | None = Field(None, description="candidate depths (default 2, 3, 4, 6)")
+    hidden: list[int] | None = Field(None, description="candidate widths, multiples of the teacher's head size "
+                                     "(default: a third, half, two thirds and all of the teacher's)")
+    ffn_ratios: list[float] | None = Field(None, description="FFN size / hidden (default: the teacher's)")
+    corpus: list[str] = Field(default_factory=list, description="text to time with (default: words of its vocabulary)")
+    min_time_s: float = Field(0.5, gt=0, description="seconds each candidate is timed at least")
+    cache: bool = Field(True, description="reuse timings of earlier plans on this machine")
 
 
 def parse_override(item: str) -> tuple[str, Any]:

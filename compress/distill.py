@@ -21,7 +21,7 @@ from compress.corpus import MixedSampler, expand_pattern
 from compress.distributed import DistContext, barrier, gather_objects, init_from_env, seed_everything, shutdown
 from compress.distill_step import RelationDistillation
 from compress.errors import UserError
-from compress.loader import ShardBatches, batches, make_loader, resolve_workers
+from compress.loader import ShardBatches, batches, make_loader, pad_rows, resolve_workers
 from compress.prepare_data import (
     PrepareSettings, TokenizerSpec, default_workers, piece_counts, resolve_corpus, text_sources, tokenizer_spec,
 )
@@ -33,7 +33,8 @@ from compress.run_dir import (
     RunDir, atomic_directory, atomic_write_text, library_versions, now, sha256_of, weights_are_whole, write_provenance,
 )
 from compress.sentence_modules import teacher_pooling, write_sentence_modules
-from compress.student import build_student, init_from_teacher_layers, student_config
+from compress.pruning import PrunePlan, check_prunable, evenly_spaced_layers, init_from_teacher
+from compress.student import build_student, student_config
 from compress.teacher import (
     Teacher, count_parameters, load_teacher, load_teacher_config, load_tokenizer, resolve_relation_heads,
     resolve_teacher_layer,
@@ -267,6 +268,7 @@ class Plan:
     student_config: Any
     longest: int | None  # the teacher's position limit
     kernel: str  # the relation loss's implementation
+    init_layers: list[int] | None = None  # student.init=teacher: the teacher layers (1-based) it starts from
 
 
 @dataclass
@@ -280,6 +282,7 @@ class Data:
     inputs: dict[str, Any]
     kept_ids: list[int] | None = None
     id_map: np.ndarray | None = None
+    pruning: PrunePlan | None = None  # how student.init=teacher cut the student out of the teacher
 
 
 def check_inputs(cfg: DistillConfig, ctx: DistContext) -> Plan:
@@ -300,7 +303,25 @@ def check_inputs(cfg: DistillConfig, ctx: DistContext) -> Plan:
     s_config = student_config(t_config, spec, layers=cfg.student.layers, hidden=cfg.student.hidden,
                               heads=cfg.student.heads, intermediate_size=cfg.student.intermediate_size)
     kernel = resolve_relation_kernel(cfg.train.relation_kernel, ctx.device)
-    return Plan(t_config, spec, t_layers, t_hidden, teacher_layer, relation_heads, s_config, longest, kernel)
+    init_layers = None
+    if cfg.student.starts_from == "teacher":
+        init_layers = cfg.student.init_from_teacher_layers or evenly_spaced_layers(t_layers, cfg.student.layers)
+        check_prunable(t_config, s_config, spec, init_layers)
+    return Plan(t_config, spec, t_layers, t_hidden, teacher_layer, relation_heads, s_config, longest, kernel, init_layers)
+
+
+def calibration_batches(corpora: list[TokenCorpus], count: int, pad_id: int, seed: int,
+                        batch_size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` sequences drawn evenly from the token shards (seeded; random access, so memory does not grow
+    with the corpus), padded into batches of (input ids [B, T], attention mask [B, T])."""
+    rng = np.random.default_rng(seed)
+    sizes = [len(c) for c in corpora]
+    shares = np.floor(np.array(sizes) / max(sum(sizes), 1) * count).astype(int)
+    rows = []
+    for corpus, share in zip(corpora, np.maximum(shares, 1)):
+        picks = rng.choice(len(corpus), size=min(int(share), len(corpus)), replace=False)
+        rows += [corpus[int(i)] for i in np.sort(picks)]
+    return [pad_rows(rows[i : i + batch_size], pad_id) for i in range(0, len(rows), batch_size)]
 
 
 def setup_data(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: bool) -> Data:
@@ -320,8 +341,13 @@ def setup_models(cfg: DistillConfig, plan: Plan, data: Data, run_dir: RunDir, ct
     gets the corpora's vocabulary, and the data its new tokenizer (and, where pieces were dropped, new shards)."""
     teacher = load_teacher(cfg.teacher, plan.teacher_config, data.tokenizer)
     student = build_student(plan.student_config, cfg.train.seed)
-    if cfg.student.init_from_teacher_layers:
-        init_from_teacher_layers(student, teacher.model, plan.spec, cfg.student.init_from_teacher_layers)
+    if plan.init_layers:
+        calibration = None
+        if cfg.student.prune_criterion == "activation":
+            pad_id = data.tokenizer.pad_token_id if data.tokenizer.pad_token_id is not None else 0
+            calibration = calibration_batches(data.corpora, cfg.student.calibration_sequences, pad_id, cfg.train.seed)
+        data = replace(data, pruning=init_from_teacher(student, teacher.model, plan.spec, teacher_layers=plan.init_layers,
+                                                       criterion=cfg.student.prune_criterion, batches=calibration))
     if cfg.student.trim_vocab:
         t_spec = tokenizer_spec(data.tokenizer)
         counts = piece_counts(data.corpora, t_spec)
@@ -346,6 +372,15 @@ def setup_models(cfg: DistillConfig, plan: Plan, data: Data, run_dir: RunDir, ct
             for layer in layer_list(model, plan.spec)[:keep]:
                 layer.compile()
     return teacher, student, data
+
+
+def _init_summary(pruning: PrunePlan | None) -> dict[str, Any]:
+    """How the student started, for the manifest (the kept channels, heads and neurons are in its provenance)."""
+    if pruning is None:
+        return {"kind": "random"}
+    return {"kind": "teacher", "teacher_layers": pruning.teacher_layers, "criterion": pruning.criterion,
+            "calibration": pruning.calibration, "hidden": len(pruning.hidden), "heads": len(pruning.heads[0]),
+            "neurons": len(pruning.neurons[0])}
 
 
 def cast_linear_weights(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -438,7 +473,8 @@ def _distill(cfg: DistillConfig, run_dir: RunDir, ctx: DistContext, *, resume: b
                 "relation_head_size": {"teacher": plan.teacher_hidden // plan.relation_heads,
                                        "student": cfg.student.hidden // plan.relation_heads},
                 "world_size": ctx.world_size, "device": str(ctx.device), "loader_workers": step.loader_workers,
-                "precision": precision, "relation_kernel": plan.kernel, "deterministic": cfg.train.deterministic}
+                "precision": precision, "relation_kernel": plan.kernel, "deterministic": cfg.train.deterministic,
+                "init": _init_summary(data.pruning)}
     if ctx.is_main:
         run_dir.write_config(to_plain(cfg))
         record = {"status": "running", "config": to_plain(cfg), "resolved": resolved, "versions": library_versions(),
@@ -498,7 +534,8 @@ def save_student(cfg: DistillConfig, plan: Plan, data: Data, teacher: Teacher, s
                              steps=last.get("step", 0), final_loss=last.get("loss"),
                              corpora=[{k: c[k] for k in ("path", "fingerprint", "sequences", "tokens")}
                                       for c in data.inputs["corpora"]],
-                             resolved=resolved, config=to_plain(cfg))
+                             resolved=resolved, config=to_plain(cfg),
+                             init=data.pruning.record() if data.pruning else {"kind": "random", "seed": cfg.train.seed})
             if data.kept_ids:
                 record = {"kept_ids": data.kept_ids, "source": cfg.teacher, "min_count": cfg.student.trim_min_count,
                           "keep_top": cfg.student.trim_keep_top}

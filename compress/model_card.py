@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
-from compress.run_dir import (
-    EXPORT_VARIANTS, MANIFEST, PARITY_FILE, PROVENANCE_FILE, RunDir, atomic_write_text, read_provenance,
-)
+from compress.run_dir import MANIFEST, PARITY_FILE, PROVENANCE_FILE, RunDir, atomic_write_text, read_provenance
+from compress.variants import BY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ def card_facts(folder: Path, final: Path | None = None) -> dict[str, Any]:
         "classifier": classifier, "labels": list((config.get("id2label") or {}).values()) if classifier else [],
         "sentence_transformers": (folder / "modules.json").is_file(), "files": _files(folder),
         "siblings": {name: rec for name, rec in variants.items()
-                     if rec.get("folder", name) == prov.get("variant") and name != prov.get("variant")},
+                     if name in BY_NAME and BY_NAME[name].folder == prov.get("variant") and name != prov.get("variant")},
         "bench": _bench_facts(run, final, prov.get("created")) if run else None,
     }
 
@@ -219,9 +218,20 @@ def _shape(student: dict[str, Any]) -> str:
 
 def _variant_words(name: str, record: dict[str, Any]) -> tuple[str, str]:
     """(runtime, precision) of an export variant."""
-    runtime = "openvino" if record.get("runtime") == "openvino" or name.startswith("openvino") else "onnxruntime"
-    precision = name.removeprefix("openvino-")
-    return RUNTIMES[runtime], precision
+    spec = BY_NAME[name]
+    return RUNTIMES[spec.runtime], spec.precision + ("-qat" if spec.made_with == "qat" else "")
+
+
+def _init_words(init: dict[str, Any], layers: list[int] | None) -> str:
+    """How the student started (its provenance's ``init``; older students name only their copied layers)."""
+    if init.get("kind") == "teacher" and init.get("calibration") is not None or init.get("criterion") == "magnitude":
+        calibration = init.get("calibration")
+        return (f"cut out of the teacher (layers {init['teacher_layers']}; the {len(init['hidden'])} hidden channels, "
+                f"{len(init['heads'][0])} heads and {len(init['neurons'][0])} FFN neurons per layer ranked highest by "
+                f"{init['criterion']}" + (f" on {calibration['sequences']} corpus sequences" if calibration else "")
+                + ", compress.pruning)")
+    teacher_layers = init.get("teacher_layers") or layers
+    return f"initialised from teacher layers {teacher_layers}" if teacher_layers else "randomly initialised"
 
 
 def _title(facts: dict[str, Any]) -> list[str]:
@@ -255,10 +265,9 @@ def _made(facts: dict[str, Any]) -> list[str]:
                   + f", relations taken from its layer {student.get('teacher_layer')}"
                   + (f" of {resolved['teacher_layers']}" if resolved.get("teacher_layers") else "") + "."]
         if shape:
-            init = shape.get("init_from_teacher_layers")
             lines.append(f"- Student: {shape['layers']} layers, hidden {shape['hidden']}, {shape['heads']} attention heads, "
                          f"FFN {shape.get('intermediate_size') or 4 * shape['hidden']}; "
-                         + (f"initialised from teacher layers {init}" if init else "randomly initialised")
+                         + _init_words(student.get("init") or {}, shape.get("init_from_teacher_layers"))
                          + (f"; vocabulary trimmed to {resolved.get('student_vocab')} pieces" if shape.get("trim_vocab") else "")
                          + ".")
         objective = cfg.get("loss", {}).get("objective", "relations")
@@ -295,7 +304,7 @@ def _made(facts: dict[str, Any]) -> list[str]:
 
 def _gate(name: str, record: dict[str, Any], cfg: dict[str, Any]) -> str:
     """How a variant fared against its export gate."""
-    if name.removeprefix("openvino-") == "fp32":
+    if BY_NAME[name].gate == "fp32":
         limit = record.get("tolerance", cfg.get("fp32_tolerance"))
         ok = limit is None or record.get("max_abs_diff", 0) <= limit
         return f"max abs diff {record.get('max_abs_diff', 0):.2e} " + (f"≤ {limit:g}: passed" if ok else f"> {limit:g}")
@@ -478,9 +487,9 @@ def model_folders(run_dir: Path | RunDir) -> list[Path]:
     """Every folder of a run that carries a card: student/, each exported variant's folder, deploy/."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     folders = [run.student_dir]
-    for _model, root in run.exported_models():
-        variants = _json(root / PARITY_FILE).get("variants", {})
-        folders += [root / n for n in dict.fromkeys(r.get("folder", n) for n, r in variants.items()) if n in EXPORT_VARIANTS]
+    for model, root in run.exported_models():
+        report = run.export_report(model)
+        folders += [root / folder for folder in dict.fromkeys(r.folder for r in report.variants.values())]
     folders.append(run.path / "deploy")
     return [f for f in folders if (f / PROVENANCE_FILE).is_file()]
 

@@ -8,8 +8,8 @@ The layout, in one place (every stage asks :class:`RunDir` for a path instead of
     RUN/distill/            checkpoint.pt, metrics.jsonl (and a trimmed student's tokenizer, kept_ids.json)
     RUN/student/            the distilled student (Hugging Face folder + provenance.json)
     RUN/finetune/NAME/      fine-tuned classifiers
-    RUN/export/VARIANT/     the student's variants (ONNX: fp32, int8, int8-qat; OpenVINO IR: openvino-fp32,
-                            openvino-int8, openvino-int8-qat; openvino-bf16 compiles openvino-fp32) + parity.json
+    RUN/export/VARIANT/     the student's variants (compress.variants.VARIANTS: folder, file, runtime of each)
+                            + parity.json (compress.variants.ExportReport)
     RUN/export/NAME/VARIANT a fine-tuned model's variants; export/qat/, export/qat-openvino/ the QAT work folders
     RUN/eval.json           cached `compress evaluate` scores;  RUN/bench/  results of `compress bench`
 
@@ -34,7 +34,8 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
+from compress.variants import QAT_WORK, VARIANT_FOLDERS, ExportReport
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
@@ -66,10 +67,6 @@ DISTILL, STUDENT, FINETUNE, EXPORT, BENCH = "distill", "student", "finetune", "e
 EVAL_FILE = "eval.json"
 PARITY_FILE = "parity.json"
 PROVENANCE_FILE = "provenance.json"
-# The variants an export folder may hold (export/<variant>/, or export/<model>/<variant>/), and for each QAT
-# variant the work folder of its retraining's checkpoints beside them.
-EXPORT_VARIANTS = ("fp32", "int8", "int8-qat", "openvino-fp32", "openvino-int8", "openvino-int8-qat")
-QAT_WORK = {"int8-qat": "qat", "openvino-int8-qat": "qat-openvino"}
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "optimum", "onnx", "onnxruntime",
               "onnxruntime-gpu", "openvino", "nncf", "sentence-transformers", "relation-compress")
 
@@ -229,9 +226,19 @@ class RunDir:
         if not root.is_dir():
             return []
         roots = [(STUDENT, root)] + [(p.name, p) for p in sorted(root.iterdir())
-                                     if p.is_dir() and p.name not in EXPORT_VARIANTS and p.name not in QAT_WORK.values()
+                                     if p.is_dir() and p.name not in VARIANT_FOLDERS and p.name not in QAT_WORK.values()
                                      and not p.name.startswith(".")]
         return [(model, folder) for model, folder in roots if (folder / PARITY_FILE).is_file()]
+
+    def export_report(self, model: str = STUDENT) -> ExportReport | None:
+        """A model's current export (its ``parity.json``), typed; None when it has not been exported."""
+        path = self.export_dir(model) / PARITY_FILE
+        if not path.is_file():
+            return None
+        try:
+            return ExportReport.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UserError(f"{path} is damaged ({first_line(err)}): re-run `compress export`") from None
 
     # --- the manifest ----------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:

@@ -25,15 +25,21 @@ from typing import Any
 
 from compress.model_card import write_model_card
 from compress.run_dir import RunDir, atomic_directory, read_provenance, write_provenance
-from export.openvino_export import IR_FILE
+from compress.variants import ExportReport, variant
+
+
+def isa_suffix(features: dict[str, Any]) -> str:
+    """The instruction set as sentence-transformers spells it in a dynamically quantized ONNX file's name on this
+    CPU (``model_qint8_avx512_vnni.onnx``: ``_avx512_vnni``; ``model_qint8.onnx``: empty)."""
+    for flag, isa in (("avx512_vnni", "avx512_vnni"), ("avx512f", "avx512"), ("avx2", "avx2")):
+        if features.get(flag):
+            return f"_{isa}"
+    return "_arm64" if os.uname().machine in ("arm64", "aarch64") else ""
 
 
 def quantized_onnx_name(features: dict[str, Any]) -> str:
-    """sentence-transformers' name for a dynamically quantized ONNX file on this CPU's instruction set."""
-    for flag, isa in (("avx512_vnni", "avx512_vnni"), ("avx512f", "avx512"), ("avx2", "avx2")):
-        if features.get(flag):
-            return f"model_qint8_{isa}.onnx"
-    return "model_qint8_arm64.onnx" if os.uname().machine in ("arm64", "aarch64") else "model_qint8.onnx"
+    """The int8 variant's file name in ``deploy/onnx/`` on a CPU with ``features``."""
+    return Path(variant("int8").deploy_files(isa_suffix(features))[0][1]).name
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -44,22 +50,15 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def deploy_files(report: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
-    """{variant: (its export folder, [(file in the export folder → path in deploy/), ...])} for the variants of
-    ``report`` (parity.json) that have a file of their own."""
-    int8 = quantized_onnx_name(report.get("cpu", {}))
-    names = {"fp32": [("model.onnx", "onnx/model.onnx")],
-             "int8": [("model.onnx", f"onnx/{int8}")],
-             "int8-qat": [("model.onnx", f"onnx/{int8.removesuffix('.onnx')}_qat.onnx")],
-             "openvino-fp32": [(IR_FILE, f"openvino/{IR_FILE}"), ("openvino_model.bin", "openvino/openvino_model.bin")],
-             "openvino-int8": [(IR_FILE, "openvino/openvino_model_qint8_quantized.xml"),
-                               ("openvino_model.bin", "openvino/openvino_model_qint8_quantized.bin")],
-             "openvino-int8-qat": [(IR_FILE, "openvino/openvino_model_qint8_quantized_qat.xml"),
-                                   ("openvino_model.bin", "openvino/openvino_model_qint8_quantized_qat.bin")]}
-    return {name: (report["variants"][name].get("folder", name), names[name]) for name in names if name in report["variants"]}
+def deploy_files(report: ExportReport) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """{variant: (its export folder, [(file in the export folder, path in deploy/), ...])} for the variants of
+    ``report`` that have a file of their own (their ``deploy`` path in :data:`compress.variants.VARIANTS`)."""
+    isa = isa_suffix(report.cpu)
+    return {name: (record.folder, report.spec(name).deploy_files(isa)) for name, record in report.variants.items()
+            if report.spec(name).deploy}
 
 
-def build_deploy_folder(run_dir: RunDir, report: dict[str, Any]) -> Path:
+def build_deploy_folder(run_dir: RunDir, report: ExportReport) -> Path:
     """(Re)build ``RUN/deploy/`` from ``student/`` and the student's current export (``report``: its parity.json)."""
     student, export = run_dir.student_dir, run_dir.export_dir()
     out = run_dir.path / "deploy"
@@ -75,11 +74,13 @@ def build_deploy_folder(run_dir: RunDir, report: dict[str, Any]) -> Path:
             for src, dst in pairs:
                 _link(export / folder / src, tmp / dst)
             files[variant] = pairs[0][1]
-        files["openvino-bf16"] = files["openvino-fp32"] if "openvino-bf16" in report["variants"] else None
+        for name, record in report.variants.items():  # a compile setting of another variant: that one's file
+            if name not in files and record.folder in report.variants:
+                files[name] = files.get(record.folder)
         write_provenance(tmp, stage="deploy", source=read_provenance(student),
                          files={k: v for k, v in files.items() if v},
-                         parity={k: {m: v[m] for m in ("max_abs_diff", "mean_cosine", "nn_agreement") if m in v}
-                                 for k, v in report["variants"].items()},
+                         parity={name: {"max_abs_diff": record.max_abs_diff, "mean_cosine": record.mean_cosine,
+                                        "nn_agreement": record.nn_agreement} for name, record in report.variants.items()},
                          load={"torch": "SentenceTransformer(folder)", "onnx": 'SentenceTransformer(folder, backend="onnx")',
                                "openvino": 'SentenceTransformer(folder, backend="openvino")',
                                "other files": 'model_kwargs={"file_name": "<path in files>"}'})

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import UserError, first_line
+from compress.variants import IR_FILE
 
 log = logging.getLogger(__name__)
-IR_FILE = "openvino_model.xml"
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 

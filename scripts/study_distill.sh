@@ -10,7 +10,7 @@ COMPRESS=${COMPRESS:-compress}
 T=$($COMPRESS assets path e5)
 C=$($COMPRESS assets path chatterbot)
 PRESET=configs/distill/demo-multilingual.yaml
-RANDOM_INIT=student.init_from_teacher_layers=null   # the preset now starts from copied layers; the study's rows did not
+RANDOM_INIT="student.init=random student.init_from_teacher_layers=null"   # the preset now starts from copied layers; the study's rows did not
 resume() { [ -f "$1/distill/checkpoint.pt" ] && echo --resume || true; }
 done_() { grep -q '"status": "complete"' "$1/manifest.json" 2>/dev/null; }
 

@@ -12,7 +12,7 @@ FINETUNE=(--task sentiment-en --epochs 2 --max-train-examples 8000)
 $C assets build --only e5,chatterbot,sentiment,langid,bitext >/dev/null
 # The layer sweep: its distillations are already done by study_distill.sh (same config), so this scores them.
 $C sweep-layers --config $PRESET --teacher "$($C assets path e5)" --corpus "$($C assets path chatterbot)" \
-  --run-dir $OUT/sweep --teacher-layers 8,10,12 --steps $STEPS "${TASKS[@]}" student.init_from_teacher_layers=null
+  --run-dir $OUT/sweep --teacher-layers 8,10,12 --steps $STEPS "${TASKS[@]}" student.init=random student.init_from_teacher_layers=null
 for R in hidden-mse init-every-other init-every-other-relations; do
   $C evaluate $OUT/$R "${TASKS[@]}"
 done

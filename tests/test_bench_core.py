@@ -258,7 +258,7 @@ def _variant(name, precision="fp32", size_bytes=1_000_000, parameters=1_000_000,
 
 def _sample_results(scores=True, providers=("cpu", "cuda"), openvino=False):
     base = {"teacher": 20.0, "student-fp32": 4.0, "student-int8": 1.5, "student-int8-qat": 1.6}
-    precision = {"teacher": "fp32", "student-fp32": "fp32", "student-int8": "int8", "student-int8-qat": "int8-qat"}
+    precision = {"teacher": "fp32", "student-fp32": "fp32", "student-int8": "int8", "student-int8-qat": "int8"}
     if openvino:  # an OpenVINO INT8 faster than ORT's, within 1 % of the best score
         base["student-openvino-int8"], precision["student-openvino-int8"] = 1.2, "int8"
     rng = np.random.default_rng(0)

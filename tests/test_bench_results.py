@@ -13,7 +13,7 @@ from bench.machine import available_cores, bench_threads, machine_facts
 from bench.ort_session import request_texts
 from bench.recommend import recommend
 from bench.report import LABEL_GID, latency_accuracy_figure, make_results, timing_row, write_report
-from bench.results import Recommendation, Results, load_results, parse_results
+from bench.results import PRECISIONS, Recommendation, Results, load_results, parse_results
 from bench.timing import TimingStats
 from bench.tokenization import load_tokenizer
 from compress.errors import UserError
@@ -37,9 +37,10 @@ def test_recommend_returns_the_decision_as_data():
     # the fastest variant within 1 % of the best accuracy, across runtimes: OpenVINO's INT8 (0.845 ≥ 0.8415)
     assert (xnli.ship.variant, xnli.ship.format, xnli.ship.score) == ("student-openvino-int8", "openvino", 0.845)
     assert [p.variant for p in xnli.pareto_front] == ["student-openvino-int8", "student-int8-qat", "teacher"]
-    assert all(a.p50_ms <= b.p50_ms for a, b in zip(xnli.pareto_front, xnli.pareto_front[1:]))
-    # one budget per scored variant's own p50; under each, the best variant that fits
-    assert [b.p50_ms for b in cpu.budgets] == sorted(p.p50_ms for p in cpu.by_latency)
+    assert all(a.latency_ms <= b.latency_ms for a, b in zip(xnli.pareto_front, xnli.pareto_front[1:]))
+    # ranked by the end-to-end p50 (every row has one); one budget per scored variant's own, the best that fits
+    assert cpu.ranked_by == "end_to_end" and all(p.latency_ms == p.e2e_p50_ms for p in cpu.by_latency)
+    assert [b.p50_ms for b in cpu.budgets] == sorted(p.e2e_p50_ms for p in cpu.by_latency)
     assert [b.best["xnli"].variant for b in cpu.budgets] == [
         "student-openvino-int8", "student-openvino-int8", "student-int8-qat", "student-int8-qat", "teacher"]
 
@@ -50,6 +51,50 @@ def test_recommend_without_scores_ranks_by_latency():
     assert cpu.tasks == [] and cpu.budgets == []
     assert [p.variant for p in cpu.by_latency][0] == "student-int8"
     assert [p.p50_ms for p in cpu.by_latency] == sorted(p.p50_ms for p in cpu.by_latency)
+
+
+def _ranking_results():
+    """Three variants within 1 % of the best score at b1×128 on the CPU: the fastest model call with a slow request
+    (a slow tokenizer), the fastest request, and a PyTorch row timed without its end-to-end figures."""
+    rows = {"student-fp32": (1.0, 6.0, 0.850), "student-int8": (2.0, 3.0, 0.848), "student-torch-fp32": (4.0, None, 0.849)}
+    variants, timings, scores = [], [], []
+    for name, (model_ms, e2e_ms, score) in rows.items():
+        variants.append(_variant(name, fmt="torch" if "torch" in name else "onnx"))
+        e2e = None if e2e_ms is None else TimingStats.from_samples([e2e_ms / 1000] * 5)
+        timings.append(timing_row(name, "cpu", 1, 128, 2, TimingStats.from_samples([model_ms / 1000] * 5), e2e))
+        scores.append({"variant": name, "task": "xnli", "metric": "accuracy", "language": None, "value": score})
+    return make_results(machine={}, settings=_settings(providers=["cpu"]), variants=variants, timings=timings,
+                        scores=scores)
+
+
+def test_recommend_ranks_by_what_a_request_pays(tmp_path):
+    """The end-to-end p50 ranks (the model call's where a row has none), and the record and the text say so."""
+    (cpu,) = recommend(_ranking_results()).providers
+    assert cpu.ranked_by == "mixed"
+    assert [(p.variant, p.latency_ms) for p in cpu.by_latency] == [
+        ("student-int8", pytest.approx(3.0)), ("student-torch-fp32", pytest.approx(4.0)), ("student-fp32", pytest.approx(6.0))]
+    (xnli,) = cpu.tasks
+    # by the model call alone student-fp32 (1.0 ms, the best score) would be shipped and dominate the front
+    assert xnli.ship.variant == "student-int8" and xnli.ship.p50_ms == pytest.approx(2.0)
+    assert [p.variant for p in xnli.pareto_front] == ["student-int8", "student-torch-fp32", "student-fp32"]
+    assert [(b.p50_ms, b.best["xnli"].variant) for b in cpu.budgets] == [
+        (pytest.approx(3.0), "student-int8"), (pytest.approx(4.0), "student-torch-fp32"), (pytest.approx(6.0), "student-fp32")]
+    md = write_report(tmp_path, _ranking_results())["md"].read_text()
+    ship = md[md.index("## Which model to ship"):md.index("\n## cpu\n")]
+    assert "Ranked by the end-to-end p50; † a variant timed without it" in ship
+    assert "ship **student-int8** on ONNX Runtime (accuracy 0.8480, end-to-end p50 3.00 ms, model call 2.00 ms" in ship
+    assert "student-torch-fp32 (4.00 ms†, 0.8490)" in ship
+    stored = json.loads((tmp_path / "results.json").read_text())["recommendation"]["providers"][0]
+    assert stored["ranked_by"] == "mixed" and stored["tasks"][0]["ship"]["latency_ms"] == pytest.approx(3.0)
+
+
+def test_recommend_ranking_is_named_for_each_provider():
+    assert recommend(_sample_results(providers=("cpu",))).providers[0].ranked_by == "end_to_end"
+    old = json.loads(json.dumps(_sample_results(providers=("cpu",))))
+    for t in old["timings"]:
+        t["end_to_end"] = None
+    (cpu,) = recommend(old).providers
+    assert cpu.ranked_by == "model_call" and all(p.latency_ms == p.p50_ms for p in cpu.by_latency)
 
 
 def test_results_json_stores_the_recommendation(tmp_path):
@@ -78,6 +123,22 @@ def test_results_without_the_new_fields_still_load(tmp_path):
     md = written["md"].read_text()
     assert "ship **student-int8-qat**" in md and "end-to-end p50" not in md.split("## cpu")[1].split("##")[0]
     assert "Threads: each runtime's default." in md
+
+
+def test_precisions_are_the_export_tables_and_pytorchs(tmp_path):
+    """No fp16 (nothing makes it); a results.json from when bench called the QAT variants' precision int8-qat loads."""
+    from compress.variants import VARIANTS
+
+    assert set(PRECISIONS) == {v.precision for v in VARIANTS} | {"fp32", "bf16"} and "fp16" not in PRECISIONS
+    old = json.loads(json.dumps(_sample_results(providers=("cpu",))))
+    qat = next(v for v in old["variants"] if v["name"] == "student-int8-qat")
+    qat["precision"] = "int8-qat"
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    loaded = {v.name: v.precision for v in load_results(tmp_path / "results.json").variants}
+    assert loaded[qat["name"]] == "int8"
+    qat["precision"] = "fp16"
+    with pytest.raises(ValueError, match=r"variants\[\d\]\.precision"):
+        parse_results(old)
 
 
 def test_bad_results_json_is_one_user_error_line(tmp_path):

@@ -1,10 +1,11 @@
-"""compress evaluate: a run's student, a model folder and an exported ONNX folder score alike."""
+"""compress evaluate: a run's student, a model folder and an exported variant's folder (ONNX or OpenVINO) score
+alike."""
 
 import json
 
 import pytest
 
-from tests.cli_runner import run_cli
+from tests.cli_runner import TINY_DISTILL, run_cli
 from tests.test_finetune import write_toy_task
 
 
@@ -53,3 +54,34 @@ def test_relation_kl_on_held_out_text(tiny_bert_dir, corpus_file, tmp_path, caps
         kl[name] = scores["relation_kl"]
     # A student whose last layer is a copy of the teacher's chosen layer has the teacher's relations.
     assert kl["copy"] == pytest.approx(0.0, abs=1e-6) and kl["random"] > 1e-3
+
+
+def test_evaluate_an_openvino_variant_folder(tiny_bert_dir, corpus_file, tmp_path, capsys):
+    """`compress evaluate RUN/export/openvino-int8` scores the IR exactly as `compress bench` does; its FP32 IR
+    scores as the FP32 ONNX export does."""
+    pytest.importorskip("openvino")
+    from bench.stage import exported_variants, score_variants
+    from bench.tasks import load_task
+    from reference.tiny_models import SAMPLE_TEXT
+
+    run = tmp_path / "run"
+    assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run, *TINY_DISTILL],
+                   capsys).code == 0
+    export = run_cli(["export", run, "--int8", "--runtime", "onnxruntime,openvino"], capsys)
+    assert export.code == 0, export.stderr
+    task = tmp_path / "fid.yaml"
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in SAMPLE_TEXT[:40]))
+    task.write_text("kind: fidelity\ndata: {test: test.jsonl}\n")
+    scores = {}
+    for name in ("openvino-int8", "openvino-fp32", "fp32"):
+        result = run_cli(["evaluate", run / "export" / name, "--task", task, "--reference", tiny_bert_dir,
+                          "--json", tmp_path / f"{name}.json"], capsys)
+        assert result.code == 0, result.stderr
+        assert "fid similarity_correlation" in result.stdout and "Traceback" not in result.stderr
+        scores[name] = {s["metric"]: s["value"] for s in json.loads((tmp_path / f"{name}.json").read_text())
+                        if s["language"] is None}
+    (variant,) = [v for v in exported_variants(run, "") if v.name == "student-openvino-int8"]
+    bench = {s["metric"]: s["value"] for s in score_variants([variant], [load_task(str(task))], "cpu")
+             if s["language"] is None}
+    assert scores["openvino-int8"] == pytest.approx(bench, abs=1e-6)
+    assert scores["openvino-fp32"] == pytest.approx(scores["fp32"], abs=1e-4)

@@ -96,7 +96,7 @@ def test_refusals_leave_nothing_that_looks_complete(tiny_bert_dir, corpus_file, 
     assert run_cli(["distill", "--teacher", tiny_bert_dir, "--corpus", corpus_file, "--run-dir", run_dir, *SMALL], capsys).code == 0
 
     strict = run_cli(["export", run_dir, "fp32_tolerance=1e-12"], capsys)
-    assert strict.code == 2 and "FP32 ONNX differs from PyTorch by" in strict.stderr
+    assert strict.code == 2 and "fp32 (ONNX Runtime FP32) differs from PyTorch by" in strict.stderr
     assert not (run_dir / "export" / "fp32").exists()
 
     refused = run_cli(["export", run_dir, "--int8", "min_int8_cosine=1.0"], capsys)

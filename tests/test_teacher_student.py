@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from compress.architectures import arch_spec, layer_list
+from compress.architectures import arch_spec
 from compress.errors import UserError
-from compress.student import build_student, init_from_teacher_layers, student_config
+from compress.student import build_student, student_config
 from compress.teacher import resolve_relation_heads, resolve_teacher_layer
 
 
@@ -55,21 +55,3 @@ def test_hidden_not_divisible_by_heads(tiny_bert_dir):
     teacher = AutoModel.from_pretrained(tiny_bert_dir)
     with pytest.raises(UserError, match="not divisible"):
         student_config(teacher.config, arch_spec("bert"), layers=2, hidden=30, heads=4)
-
-
-def test_init_from_teacher_layers_copies_weights(tiny_bert_dir):
-    teacher = AutoModel.from_pretrained(tiny_bert_dir)
-    spec = arch_spec("bert")
-    cfg = student_config(teacher.config, spec, layers=2, hidden=teacher.config.hidden_size,
-                         heads=teacher.config.num_attention_heads)
-    student = build_student(cfg, seed=0)
-    init_from_teacher_layers(student, teacher, spec, [2, 4])
-    t_layers, s_layers = layer_list(teacher, spec), layer_list(student, spec)
-    assert torch.equal(s_layers[0].attention.self.query.weight, t_layers[1].attention.self.query.weight)
-    assert torch.equal(s_layers[1].output.dense.weight, t_layers[3].output.dense.weight)
-    assert torch.equal(student.embeddings.word_embeddings.weight, teacher.embeddings.word_embeddings.weight)
-    with pytest.raises(UserError, match="one teacher layer per student layer"):
-        init_from_teacher_layers(student, teacher, spec, [1])
-    narrow = build_student(student_config(teacher.config, spec, layers=2, hidden=16, heads=2), seed=0)
-    with pytest.raises(UserError, match="widths must match"):
-        init_from_teacher_layers(narrow, teacher, spec, [1, 2])

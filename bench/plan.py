@@ -1,0 +1,263 @@
+"""``compress plan``: which student shapes meet a latency budget on this machine, before any distillation.
+
+Candidates are depths × widths × FFN sizes of the teacher's family and vocabulary, with whole heads of the
+teacher's head size (so ``student.init=teacher`` can cut each one out of the teacher). Each is built with random
+weights, exported through the product's own path (:func:`export.stage.export_model`, the files ``compress
+export`` makes for that runtime and precision) and timed with the bench's harness (:func:`bench.stage.time_variants`:
+the model call and the request end to end, tokenization included) at one batch × length and thread count, one
+candidate at a time (its folder is removed after). Timings are cached per machine, runtime, precision, shape,
+input shape and library versions (``~/.cache/relation-compress/plan/timings.json``), so planning again for
+another budget is instant. The candidates within the budget that no larger one beats are printed, largest first,
+each with its ``compress distill`` command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from compress.assets.cache import cache_dir
+from compress.config import BenchConfig, ExportConfig, PlanConfig
+from compress.errors import UserError
+from compress.run_dir import atomic_write_text, library_versions, now
+from compress.variants import VARIANTS
+
+log = logging.getLogger(__name__)
+CACHE_FILE = "timings.json"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A student shape: ``layers`` × ``hidden`` with ``heads`` attention heads and an FFN of ``ffn``."""
+
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+
+    def __str__(self) -> str:
+        return f"{self.layers}×{self.hidden}"
+
+
+def variant_for(runtime: str, precision: str) -> str:
+    """The export variant (:data:`compress.variants.VARIANTS`) a user ships for ``runtime`` at ``precision``."""
+    for spec in VARIANTS:
+        if spec.runtime == runtime and spec.precision == precision and spec.made_with != "qat":
+            return spec.name
+    offered = sorted({v.precision for v in VARIANTS if v.runtime == runtime})
+    raise UserError(f"{runtime} has no {precision} variant (it has {', '.join(offered)}): choose another --precision "
+                    "or --runtime")
+
+
+def candidate_grid(teacher_config, spec, cfg: PlanConfig) -> list[Shape]:
+    """Depths × widths × FFN ratios no larger than the teacher, widths in whole heads of its head size; the
+    defaults: depths 2, 3, 4, 6 and widths a third, half, two thirds and all of the teacher's."""
+    c = teacher_config.to_dict()
+    t_layers, t_hidden, t_heads, t_ffn = (c[k] for k in (spec.num_layers_key, spec.hidden_key, spec.heads_key, spec.ffn_key))
+    head = t_hidden // t_heads
+    depths = cfg.layers or [d for d in (2, 3, 4, 6) if d <= t_layers]
+    widths = cfg.hidden or sorted({max(head, round(t_hidden * f / head) * head) for f in (1 / 3, 1 / 2, 2 / 3, 1)})
+    ratios = cfg.ffn_ratios or [t_ffn / t_hidden]
+    problems = [f"--layers {d} (the teacher has {t_layers})" for d in depths if not 1 <= d <= t_layers]
+    problems += [f"--hidden {w} (not a multiple of the teacher's head size {head}, or wider than its {t_hidden})"
+                 for w in widths if w % head or not head <= w <= t_hidden]
+    if problems:
+        raise UserError(f"these shapes cannot be cut out of this teacher: {'; '.join(problems)}")
+    shapes = {Shape(d, w, w // head, min(t_ffn, int(round(w * r)))) for d in depths for w in widths for r in ratios}
+    return sorted(shapes, key=lambda s: (s.layers * (s.hidden ** 2 * 4 + 2 * s.hidden * s.ffn), s.layers, s.hidden))
+
+
+def plan_lines(cfg: PlanConfig, tokenizer) -> list[str]:
+    """Text to export and time with: the corpus's lines, or words from the teacher's vocabulary (only lengths
+    matter for random weights)."""
+    if cfg.corpus:
+        from compress.corpus import expand_pattern, sample_lines
+        from compress.prepare_data import text_sources
+
+        paths = [t for pattern in cfg.corpus for p in expand_pattern(pattern) for t in text_sources(p)]
+        return sample_lines(paths, 512, seed=0)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = [w for w in tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), 20_000))))
+             if w.isalpha() and len(w) > 2] or ["text"]
+    return [" ".join(rng.choice(words, size=int(rng.integers(20, 200)))) for _ in range(512)]
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Only warnings from these loggers meanwhile."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+class TimingCache:
+    """Timings of earlier plans, one JSON file keyed by machine, runtime, precision, shape, inputs and versions."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        self.records: dict[str, Any] = {}
+        if enabled and path.is_file():
+            try:
+                self.records = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("ignoring a damaged timing cache %s", path)
+
+    @staticmethod
+    def key(**facts: Any) -> str:
+        return json.dumps(facts, sort_keys=True)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key) if self.enabled else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.records[key] = record
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(self.records, indent=1) + "\n")
+
+
+def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[str], variant: str, work: Path):
+    """Build ``shape`` with random weights in ``work/model`` and export it to ``work/export`` as ``compress export``
+    would for ``variant``'s runtime and precision. Returns (the bench's Variant of the file that ships, its export
+    record, its parameter counts)."""
+    from bench.stage import Variant
+    from compress.student import build_student, student_config
+    from compress.teacher import count_parameters
+    from compress.variants import BY_NAME
+    from export.stage import export_model
+
+    folder = work / "model"
+    model = build_student(student_config(teacher_config, spec, layers=shape.layers, hidden=shape.hidden,
+                                         heads=shape.heads, intermediate_size=shape.ffn), seed=0)
+    params = count_parameters(model)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    del model
+    table = BY_NAME[variant]
+    export_cfg = ExportConfig(runtimes=[table.runtime], int8=table.precision == "int8", calib_samples=32,
+                              parity_samples=16, force=True)
+    report, _ = export_model(folder, work / "export", export_cfg, lines)
+    record = report.variants[variant]
+    path = record.path(work / "export").parent
+    return Variant(f"{shape}", str(work), "student", table.precision, table.format, path, False, table), record, params
+
+
+def time_candidate(timed, bench_cfg: BenchConfig, lines: list[str]) -> dict[str, Any]:
+    """The model call's and the end-to-end p50 of one exported candidate, alone (one round)."""
+    from bench.stage import time_variants
+
+    (row,) = time_variants([timed], bench_cfg, lines, rounds=1)
+    return {"p50_ms": row["p50_ms"], "end_to_end_p50_ms": (row.get("end_to_end") or {}).get("p50_ms")}
+
+
+def _measure(shape: Shape, bench_cfg: BenchConfig, teacher_config, spec, tokenizer, lines: list[str], variant: str,
+             work: Path) -> dict[str, Any]:
+    timed, record, params = export_candidate(shape, teacher_config, spec, tokenizer, lines, variant, work)
+    return {**time_candidate(timed, bench_cfg, lines), "size_bytes": record.size_bytes, "parameters": params["total"],
+            "embedding_parameters": params["word_embeddings"], "measured": now()}
+
+
+def bench_config(cfg: PlanConfig, threads: int) -> BenchConfig:
+    """The bench settings a plan times with: one batch × length, short measurements."""
+    return BenchConfig(batch_sizes=[cfg.batch_size], seq_lengths=[cfg.seq_length], threads=threads, warmup=3,
+                       min_time_s=cfg.min_time_s, min_runs=10, rounds=1)
+
+
+def run(cfg: PlanConfig) -> dict[str, Any]:
+    """Time the candidates (cached) and return the plan: every candidate's figures and the frontier."""
+    from bench.machine import bench_threads
+    from compress.teacher import load_teacher_config, load_tokenizer
+    from export.isa import cpu_features
+
+    variant = variant_for(cfg.runtime, cfg.precision)
+    teacher_config, spec = load_teacher_config(cfg.teacher)
+    shapes = candidate_grid(teacher_config, spec, cfg)
+    tokenizer = load_tokenizer(cfg.teacher)
+    threads, _ = bench_threads(cfg.threads)
+    bench_cfg = bench_config(cfg, threads)
+    versions = library_versions(("onnxruntime", "openvino", "nncf", "relation-compress"))
+    machine = {"cpu": cpu_features().get("model"), "threads": threads}
+    cache = TimingCache(cache_dir() / "plan" / CACHE_FILE, enabled=cfg.cache)
+    lines: list[str] | None = None
+    rows = []
+    for i, shape in enumerate(shapes, 1):
+        key = cache.key(machine=machine, runtime=cfg.runtime, variant=variant, shape=asdict(shape),
+                        vocab=teacher_config.vocab_size, family=teacher_config.model_type, batch=cfg.batch_size,
+                        seq=cfg.seq_length, versions=versions)
+        figures = cache.get(key)
+        if figures is None:
+            log.info("candidate %d/%d: %s (%d heads, FFN %d): export to %s and time", i, len(shapes), shape,
+                     shape.heads, shape.ffn, variant)
+            lines = lines or plan_lines(cfg, tokenizer)
+            work = Path(tempfile.mkdtemp(prefix="compress-plan-"))
+            try:
+                with _quiet("export", "bench.stage"):  # the plan's own lines say what is going on
+                    figures = _measure(shape, bench_cfg, teacher_config, spec, tokenizer, lines, variant, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            cache.put(key, figures)
+        else:
+            log.info("candidate %d/%d: %s (cached from %s)", i, len(shapes), shape, figures["measured"])
+        log.info("%s: p50 %.2f ms, end to end %.2f ms", shape, figures["p50_ms"], figures["end_to_end_p50_ms"] or float("nan"))
+        rows.append({**asdict(shape), **figures})
+    return {"teacher": cfg.teacher, "runtime": cfg.runtime, "precision": cfg.precision, "variant": variant,
+            "batch_size": cfg.batch_size, "seq_length": cfg.seq_length, "threads": threads, "machine": machine,
+            "budget_ms": cfg.budget_ms, "candidates": rows, "frontier": frontier(rows, cfg.budget_ms)}
+
+
+def latency(row: dict[str, Any]) -> float:
+    """What a request costs: the end-to-end p50 (the model call's where it was not measured)."""
+    return row["end_to_end_p50_ms"] if row.get("end_to_end_p50_ms") is not None else row["p50_ms"]
+
+
+def frontier(rows: list[dict[str, Any]], budget_ms: float) -> list[dict[str, Any]]:
+    """The candidates within the budget that no other within it beats with more non-embedding parameters and no
+    more latency; largest first. A UserError when none is within the budget."""
+    within = [r for r in rows if latency(r) <= budget_ms]
+    if not within:
+        fastest = min(rows, key=latency)
+        raise UserError(f"no candidate meets {budget_ms:g} ms: the fastest, {fastest['layers']}×{fastest['hidden']}, "
+                        f"takes {latency(fastest):.2f} ms end to end here: raise --budget-ms, or try smaller --layers, "
+                        "--hidden, --seq-length or batch size")
+
+    def body(r):
+        return r["parameters"] - r["embedding_parameters"]
+
+    kept = [r for r in within if not any(body(o) > body(r) and latency(o) <= latency(r) for o in within)]
+    return sorted(kept, key=lambda r: (-body(r), latency(r)))
+
+
+def distill_command(row: dict[str, Any], teacher: str) -> str:
+    return (f"compress distill --teacher {teacher} --corpus CORPUS --run-dir runs/{row['layers']}x{row['hidden']} "
+            f"--layers {row['layers']} --hidden {row['hidden']} --heads {row['heads']} "
+            f"student.intermediate_size={row['ffn']} student.init=teacher")
+
+
+def summary(plan: dict[str, Any]) -> str:
+    """The frontier as a text table, then each candidate's distill command."""
+    header = (f"{plan['runtime']} {plan['precision']} ({plan['variant']}), batch {plan['batch_size']} × "
+              f"{plan['seq_length']} tokens, {plan['threads']} threads, {plan['machine']['cpu']}; "
+              f"budget {plan['budget_ms']:g} ms end to end")
+    lines = [header, f"{'shape':>8}  {'heads':>5}  {'FFN':>5}  {'params':>8}  {'w/o emb.':>8}  {'MB':>6}  "
+             f"{'call ms':>7}  {'e2e ms':>7}"]
+    for r in plan["frontier"]:
+        lines.append(f"{r['layers']}×{r['hidden']:<6} {r['heads']:>5}  {r['ffn']:>5}  {r['parameters'] / 1e6:7.1f}M  "
+                     f"{(r['parameters'] - r['embedding_parameters']) / 1e6:7.1f}M  {r['size_bytes'] / 2**20:6.1f}  "
+                     f"{r['p50_ms']:7.2f}  {latency(r):7.2f}")
+    lines.append("")
+    lines += [distill_command(r, plan["teacher"]) for r in plan["frontier"]]
+    return "\n".join(lines)
