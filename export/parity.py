@@ -11,6 +11,7 @@ figure says what a quantized model gets wrong where the answer was not a coin to
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -90,8 +91,10 @@ def _feed(session, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def hidden_states(model, session, batch) -> tuple[np.ndarray, np.ndarray]:
     """(PyTorch, ONNX Runtime) outputs of one batch: last hidden states ``[B, T, H]`` of an encoder,
     or logits ``[B, C]`` of a model with a classification head."""
+    params = inspect.signature(model.forward).parameters  # DistilBERT and MPNet take no token types
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # wrappers (NNCF), **kwargs
     with torch.no_grad():
-        out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+        out = model(**{k: torch.from_numpy(v) for k, v in batch.items() if takes_all or k in params})
     name = "logits" if hasattr(out, "logits") else "last_hidden_state"
     (ort,) = session.run([name], _feed(session, batch))
     return getattr(out, name).numpy(), ort

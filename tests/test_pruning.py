@@ -125,6 +125,8 @@ def _folder_teacher(model_type: str, tokenizer_dir, tmp_path):
     teacher, _ = _teacher(model_type, vocab_size=len(tokenizer))
     folder = tmp_path / f"teacher-{model_type}"
     teacher.config.pad_token_id = tokenizer.pad_token_id
+    if model_type == "distilbert":  # as DistilBERT's own tokenizers: no token types (its forward takes none)
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
     teacher.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
