@@ -145,9 +145,10 @@ def wanted(spec: VariantSpec, cfg: ExportConfig, features: dict[str, Any]) -> bo
     if spec.made_with == "cpu-bf16":
         from export.openvino_export import cpu_has_bf16
 
-        if not cpu_has_bf16():
+        has_bf16 = cpu_has_bf16()  # asks OpenVINO's CPU plugin: once
+        if not has_bf16:
             log.info("this CPU has no bf16 (AVX-512 BF16 or AMX): no %s variant", spec.name)
-        return cpu_has_bf16()
+        return has_bf16
     return {None: True, "int8": cfg.int8, "qat": cfg.qat_for(spec.runtime)}[spec.made_with]
 
 
