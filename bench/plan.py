@@ -5,7 +5,8 @@ teacher's head size (so ``student.init=teacher`` can cut each one out of the tea
 weights, exported through the product's own path (:func:`export.stage.export_model`, the files ``compress
 export`` makes for that runtime and precision) and timed with the bench's harness (:func:`bench.stage.time_variants`:
 the model call and the request end to end, tokenization included) at one batch × length and thread count, one
-candidate at a time (its folder is removed after). Timings are cached per machine, runtime, precision, shape,
+candidate at a time (its folder is removed after). With ``trim_vocab`` the candidates keep only the word pieces
+the corpus uses, as ``student.trim_vocab`` would (and requests are tokenized by the trimmed tokenizer). Timings are cached per machine, runtime, precision, shape,
 input shape and library versions (``~/.cache/relation-compress/plan/timings.json``), so planning again for
 another budget is instant. The candidates within the budget that no larger one beats are printed, largest first,
 each with its ``compress distill`` command line.
@@ -90,6 +91,27 @@ def plan_lines(cfg: PlanConfig, tokenizer) -> list[str]:
     return [" ".join(rng.choice(words, size=int(rng.integers(20, 200)))) for _ in range(512)]
 
 
+def candidate_vocabulary(cfg: PlanConfig, teacher_config, tokenizer, folder: Path) -> tuple[Any, list[int] | None]:
+    """The tokenizer candidates are built and timed with, and the teacher ids they keep (None: all of them).
+
+    With ``cfg.trim_vocab``: the pieces ``cfg.corpus`` uses, chosen as ``compress distill`` with
+    ``student.trim_vocab`` chooses them (:func:`compress.vocab_trim.choose_kept_ids` plus the config's special ids),
+    the trimmed tokenizer saved in ``folder``."""
+    if not cfg.trim_vocab:
+        return tokenizer, None
+    from compress.corpus import expand_pattern, iter_documents
+    from compress.prepare_data import text_sources
+    from compress.vocab_trim import choose_kept_ids, config_token_ids, count_pieces, trim_tokenizer
+
+    texts = (text for pattern in cfg.corpus for path in expand_pattern(pattern) for source in text_sources(path)
+             for text in iter_documents(source) if text)
+    kept = choose_kept_ids(tokenizer, count_pieces(tokenizer, texts), min_count=cfg.trim_min_count,
+                           keep_top=cfg.trim_keep_top)
+    kept = sorted(set(kept) | config_token_ids(teacher_config))
+    log.info("vocabulary trimmed to the corpus: %d → %d pieces", teacher_config.vocab_size, len(kept))
+    return trim_tokenizer(tokenizer, kept, folder), kept
+
+
 @contextlib.contextmanager
 def _quiet(*names: str) -> Iterator[None]:
     """Only warnings from these loggers meanwhile."""
@@ -130,10 +152,12 @@ class TimingCache:
             atomic_write_text(self.path, json.dumps(self.records, indent=1) + "\n")
 
 
-def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[str], variant: str, work: Path):
-    """Build ``shape`` with random weights in ``work/model`` and export it to ``work/export`` as ``compress export``
-    would for ``variant``'s runtime and precision. Returns (the bench's Variant of the file that ships, its export
-    record, its parameter counts)."""
+def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[str], variant: str, work: Path,
+                     kept_ids: list[int] | None = None):
+    """Build ``shape`` with random weights in ``work/model`` (its vocabulary cut to ``kept_ids`` when given, with
+    ``tokenizer`` the matching one) and export it to ``work/export`` as ``compress export`` would for ``variant``'s
+    runtime and precision. Returns (the bench's Variant of the file that ships, its export record, its parameter
+    counts)."""
     from bench.stage import Variant
     from compress.student import build_student, student_config
     from compress.teacher import count_parameters
@@ -143,6 +167,10 @@ def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[
     folder = work / "model"
     model = build_student(student_config(teacher_config, spec, layers=shape.layers, hidden=shape.hidden,
                                          heads=shape.heads, intermediate_size=shape.ffn), seed=0)
+    if kept_ids is not None:
+        from compress.vocab_trim import trim_embeddings
+
+        trim_embeddings(model, kept_ids)
     params = count_parameters(model)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -165,8 +193,8 @@ def time_candidate(timed, bench_cfg: BenchConfig, lines: list[str]) -> dict[str,
 
 
 def _measure(shape: Shape, bench_cfg: BenchConfig, teacher_config, spec, tokenizer, lines: list[str], variant: str,
-             work: Path) -> dict[str, Any]:
-    timed, record, params = export_candidate(shape, teacher_config, spec, tokenizer, lines, variant, work)
+             work: Path, kept_ids: list[int] | None) -> dict[str, Any]:
+    timed, record, params = export_candidate(shape, teacher_config, spec, tokenizer, lines, variant, work, kept_ids)
     return {**time_candidate(timed, bench_cfg, lines), "size_bytes": record.size_bytes, "parameters": params["total"],
             "embedding_parameters": params["word_embeddings"], "measured": now()}
 
@@ -179,14 +207,26 @@ def bench_config(cfg: PlanConfig, threads: int) -> BenchConfig:
 
 def run(cfg: PlanConfig) -> dict[str, Any]:
     """Time the candidates (cached) and return the plan: every candidate's figures and the frontier."""
-    from bench.machine import bench_threads
     from compress.teacher import load_teacher_config, load_tokenizer
-    from export.isa import cpu_features
 
     variant = variant_for(cfg.runtime, cfg.precision)
     teacher_config, spec = load_teacher_config(cfg.teacher)
     shapes = candidate_grid(teacher_config, spec, cfg)
-    tokenizer = load_tokenizer(cfg.teacher)
+    vocab_dir = Path(tempfile.mkdtemp(prefix="compress-plan-vocab-"))
+    try:
+        tokenizer, kept_ids = candidate_vocabulary(cfg, teacher_config, load_tokenizer(cfg.teacher), vocab_dir)
+        return _run(cfg, variant, teacher_config, spec, shapes, tokenizer, kept_ids)
+    finally:
+        shutil.rmtree(vocab_dir, ignore_errors=True)
+
+
+def _run(cfg: PlanConfig, variant: str, teacher_config, spec, shapes: list[Shape], tokenizer,
+         kept_ids: list[int] | None) -> dict[str, Any]:
+    """:func:`run` once the candidates' vocabulary is known (``kept_ids``: teacher ids kept, None: all)."""
+    from bench.machine import bench_threads
+    from export.isa import cpu_features
+
+    vocab = len(kept_ids) if kept_ids is not None else teacher_config.vocab_size
     threads, _ = bench_threads(cfg.threads)
     bench_cfg = bench_config(cfg, threads)
     versions = library_versions(("onnxruntime", "openvino", "nncf", "relation-compress"))
@@ -196,7 +236,7 @@ def run(cfg: PlanConfig) -> dict[str, Any]:
     rows = []
     for i, shape in enumerate(shapes, 1):
         key = cache.key(machine=machine, runtime=cfg.runtime, variant=variant, shape=asdict(shape),
-                        vocab=teacher_config.vocab_size, family=teacher_config.model_type, batch=cfg.batch_size,
+                        vocab=vocab, family=teacher_config.model_type, batch=cfg.batch_size,
                         seq=cfg.seq_length, versions=versions)
         figures = cache.get(key)
         if figures is None:
@@ -206,7 +246,7 @@ def run(cfg: PlanConfig) -> dict[str, Any]:
             work = Path(tempfile.mkdtemp(prefix="compress-plan-"))
             try:
                 with _quiet("export", "bench.stage"):  # the plan's own lines say what is going on
-                    figures = _measure(shape, bench_cfg, teacher_config, spec, tokenizer, lines, variant, work)
+                    figures = _measure(shape, bench_cfg, teacher_config, spec, tokenizer, lines, variant, work, kept_ids)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             cache.put(key, figures)
@@ -216,7 +256,7 @@ def run(cfg: PlanConfig) -> dict[str, Any]:
         rows.append({**asdict(shape), **figures})
     return {"teacher": cfg.teacher, "runtime": cfg.runtime, "precision": cfg.precision, "variant": variant,
             "batch_size": cfg.batch_size, "seq_length": cfg.seq_length, "threads": threads, "machine": machine,
-            "budget_ms": cfg.budget_ms, "candidates": rows, "frontier": frontier(rows, cfg.budget_ms)}
+            "vocab_size": vocab, "trim_vocab": _trim_overrides(cfg), "budget_ms": cfg.budget_ms, "candidates": rows, "frontier": frontier(rows, cfg.budget_ms)}
 
 
 def latency(row: dict[str, Any]) -> float:
@@ -241,17 +281,30 @@ def frontier(rows: list[dict[str, Any]], budget_ms: float) -> list[dict[str, Any
     return sorted(kept, key=lambda r: (-body(r), latency(r)))
 
 
-def distill_command(row: dict[str, Any], teacher: str) -> str:
-    return (f"compress distill --teacher {teacher} --corpus CORPUS --run-dir runs/{row['layers']}x{row['hidden']} "
-            f"--layers {row['layers']} --hidden {row['hidden']} --heads {row['heads']} "
-            f"student.intermediate_size={row['ffn']} student.init=teacher")
+def _trim_overrides(cfg: PlanConfig) -> list[str]:
+    """The ``compress distill`` overrides that trim the student's vocabulary as the plan did (none without trimming)."""
+    if not cfg.trim_vocab:
+        return []
+    extra = ["student.trim_vocab=true"]
+    if cfg.trim_min_count != 1:
+        extra.append(f"student.trim_min_count={cfg.trim_min_count}")
+    if cfg.trim_keep_top is not None:
+        extra.append(f"student.trim_keep_top={cfg.trim_keep_top}")
+    return extra
+
+
+def distill_command(row: dict[str, Any], plan: dict[str, Any]) -> str:
+    return " ".join([f"compress distill --teacher {plan['teacher']} --corpus CORPUS --run-dir runs/{row['layers']}x{row['hidden']}",
+                     f"--layers {row['layers']} --hidden {row['hidden']} --heads {row['heads']}",
+                     f"student.intermediate_size={row['ffn']} student.init=teacher", *plan.get("trim_vocab", [])])
 
 
 def summary(plan: dict[str, Any]) -> str:
     """The frontier as a text table, then each candidate's distill command."""
     header = (f"{plan['runtime']} {plan['precision']} ({plan['variant']}), batch {plan['batch_size']} × "
               f"{plan['seq_length']} tokens, {plan['threads']} threads, {plan['machine']['cpu']}; "
-              f"budget {plan['budget_ms']:g} ms end to end")
+              f"budget {plan['budget_ms']:g} ms end to end"
+              + (f"; vocabulary trimmed to the corpus's {plan['vocab_size']:,} pieces" if plan.get("trim_vocab") else ""))
     lines = [header, f"{'shape':>8}  {'heads':>5}  {'FFN':>5}  {'params':>8}  {'w/o emb.':>8}  {'MB':>6}  "
              f"{'call ms':>7}  {'e2e ms':>7}"]
     for r in plan["frontier"]:
@@ -259,5 +312,5 @@ def summary(plan: dict[str, Any]) -> str:
                      f"{(r['parameters'] - r['embedding_parameters']) / 1e6:7.1f}M  {r['size_bytes'] / 2**20:6.1f}  "
                      f"{r['p50_ms']:7.2f}  {latency(r):7.2f}")
     lines.append("")
-    lines += [distill_command(r, plan["teacher"]) for r in plan["frontier"]]
+    lines += [distill_command(r, plan) for r in plan["frontier"]]
     return "\n".join(lines)

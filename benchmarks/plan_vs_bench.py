@@ -61,7 +61,9 @@ def main() -> None:
             ours = {name: time_candidate(v, plan_cfg, lines) for name, v in timed.items()}
             results = stage.run(bench_cfg, runs, Path(tmp) / "bench")
             for shape, run in zip(shapes, runs):
-                row = next(t for t in results["timings"] if t["variant"].startswith(f"{run.name}/"))
+                # the very file the plan timed: the run's student at the plan's variant (the export made fp32 too)
+                row = next(t for t in results["timings"] if t["variant"] == f"{run.name}/student-{variant}"
+                           and (t["batch"], t["seq_len"]) == (cfg.batch_size, cfg.seq_length))
                 ratios[str(shape)]["end_to_end"].append(ours[str(shape)]["end_to_end_p50_ms"] / row["end_to_end"]["p50_ms"])
                 ratios[str(shape)]["model_call"].append(ours[str(shape)]["p50_ms"] / row["p50_ms"])
             print(f"round {r + 1}/{a.rounds}: " + json.dumps({k: {m: round(v[m][-1], 3) for m in v} for k, v in ratios.items()}),

@@ -314,8 +314,11 @@ def plan(
     hidden: Optional[str] = typer.Option(None, help="candidate widths, comma list (default: 1/3, 1/2, 2/3, 1 of the teacher's)"),
     ffn_ratios: Optional[str] = typer.Option(None, help="FFN / hidden ratios, comma list (default: the teacher's)"),
     corpus: Optional[List[str]] = typer.Option(None, help="text to time with (default: words of the vocabulary)"),
+    trim_vocab: bool = typer.Option(False, "--trim-vocab", help="candidates keep only the word pieces --corpus uses "
+                                    "(as student.trim_vocab=true)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="time every candidate again"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plan as JSON"),
+    overrides: List[str] = typer.Argument(None, help="config overrides, e.g. trim_keep_top=30000 min_time_s=1"),
 ) -> None:
     """Which student shapes meet a latency budget here: candidates exported and timed before any distillation."""
     from bench import plan as stage
@@ -325,8 +328,8 @@ def plan(
              "batch_size": batch_size, "seq_length": seq_length, "threads": threads,
              "layers": comma_list(layers, "--layers"), "hidden": comma_list(hidden, "--hidden"),
              "ffn_ratios": comma_list(ffn_ratios, "--ffn-ratios", float), "corpus": corpus or None,
-             "cache": False if no_cache else None}
-    cfg = build_config(PlanConfig, flags=flags)
+             "trim_vocab": trim_vocab or None, "cache": False if no_cache else None}
+    cfg = build_config(PlanConfig, flags=flags, overrides=overrides or [])
     result = stage.run(cfg)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -286,8 +286,18 @@ class PlanConfig(_Strict):
                                      "(default: a third, half, two thirds and all of the teacher's)")
     ffn_ratios: list[float] | None = Field(None, description="FFN size / hidden (default: the teacher's)")
     corpus: list[str] = Field(default_factory=list, description="text to time with (default: words of its vocabulary)")
+    trim_vocab: bool = Field(False, description="candidates keep only the word pieces --corpus uses, as "
+                             "student.trim_vocab does (smaller embeddings; tokenization with the trimmed tokenizer)")
+    trim_min_count: int = Field(1, ge=1, description="with trim_vocab: keep pieces seen at least this often")
+    trim_keep_top: int | None = Field(None, ge=1, description="with trim_vocab: keep at most this many ids in all")
     min_time_s: float = Field(0.5, gt=0, description="seconds each candidate is timed at least")
     cache: bool = Field(True, description="reuse timings of earlier plans on this machine")
+
+    @model_validator(mode="after")
+    def _trim_needs_text(self):
+        if self.trim_vocab and not self.corpus:
+            raise ValueError("trim_vocab keeps the pieces a corpus uses: pass --corpus with the distillation's text")
+        return self
 
 
 def parse_override(item: str) -> tuple[str, Any]:
