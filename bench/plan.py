@@ -305,7 +305,7 @@ def summary(plan: dict[str, Any]) -> str:
               f"{plan['seq_length']} tokens, {plan['threads']} threads, {plan['machine']['cpu']}; "
               f"budget {plan['budget_ms']:g} ms end to end"
               + (f"; vocabulary trimmed to the corpus's {plan['vocab_size']:,} pieces" if plan.get("trim_vocab") else ""))
-    lines = [header, f"{'shape':>8}  {'heads':>5}  {'FFN':>5}  {'params':>8}  {'w/o emb.':>8}  {'MB':>6}  "
+    lines = [header, f"{'shape':>8}  {'heads':>5}  {'FFN':>5}  {'params':>8}  {'w/o emb.':>8}  {'MiB':>6}  "
              f"{'call ms':>7}  {'e2e ms':>7}"]
     for r in plan["frontier"]:
         lines.append(f"{r['layers']}×{r['hidden']:<6} {r['heads']:>5}  {r['ffn']:>5}  {r['parameters'] / 1e6:7.1f}M  "

@@ -52,14 +52,14 @@ distil minilm-3x256-random $STEPS "${MINILM[@]}" -- $S3x256 $RANDOM_INIT
 distil e5-6x256-teacher-magnitude $STEPS "${E5[@]}" -- $S6x256 $TEACHER_INIT student.prune_criterion=magnitude
 # What pruning alone gives: the cut-out student before any distillation.
 distil e5-6x256-teacher-0 0 "${E5[@]}" -- $S6x256 $TEACHER_INIT
+# Does random init catch up with five times the steps?
+distil e5-6x256-random-$LONG $LONG "${E5[@]}" -- $S6x256 $RANDOM_INIT
 for name in e5-6x256-teacher e5-6x256-random e5-4x192-teacher e5-4x192-random minilm-3x256-teacher minilm-3x256-random; do
   finetune $name
 done
 # Width alone: all twelve layers kept, half the channels.
 distil e5-12x192-teacher $STEPS "${E5[@]}" -- $S12x192 $TEACHER_INIT
 distil e5-12x192-random $STEPS "${E5[@]}" -- $S12x192 $RANDOM_INIT
-# Does random init catch up with more steps?
-distil e5-6x256-random-$LONG $LONG "${E5[@]}" -- $S6x256 $RANDOM_INIT
-for name in e5-6x256-teacher-magnitude e5-12x192-teacher e5-12x192-random e5-6x256-random-$LONG; do
+for name in e5-6x256-random-$LONG e5-6x256-teacher-magnitude e5-12x192-teacher e5-12x192-random; do
   finetune $name
 done
