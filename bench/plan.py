@@ -6,8 +6,8 @@ weights, exported through the product's own path (:func:`export.stage.export_mod
 export`` makes for that runtime and precision) and timed with the bench's harness (:func:`bench.stage.time_variants`:
 the model call and the request end to end, tokenization included) at one batch × length and thread count, one
 candidate at a time (its folder is removed after). With ``trim_vocab`` the candidates keep only the word pieces
-the corpus uses, as ``student.trim_vocab`` would (and requests are tokenized by the trimmed tokenizer). Timings are cached per machine, runtime, precision, shape,
-input shape and library versions (``~/.cache/relation-compress/plan/timings.json``), so planning again for
+the corpus uses, as ``student.trim_vocab`` would (and requests are tokenized by the trimmed tokenizer). Timings are
+cached per machine, runtime, precision, shape, input shape and library versions (``~/.cache/relation-compress/plan/timings.json``), so planning again for
 another budget is instant. The candidates within the budget that no larger one beats are printed, largest first,
 each with its ``compress distill`` command line.
 """
@@ -95,19 +95,18 @@ def candidate_vocabulary(cfg: PlanConfig, teacher_config, tokenizer, folder: Pat
     """The tokenizer candidates are built and timed with, and the teacher ids they keep (None: all of them).
 
     With ``cfg.trim_vocab``: the pieces ``cfg.corpus`` uses, chosen as ``compress distill`` with
-    ``student.trim_vocab`` chooses them (:func:`compress.vocab_trim.choose_kept_ids` plus the config's special ids),
-    the trimmed tokenizer saved in ``folder``."""
+    ``student.trim_vocab`` chooses them (:func:`compress.vocab_trim.model_kept_ids`), the trimmed tokenizer saved in
+    ``folder``."""
     if not cfg.trim_vocab:
         return tokenizer, None
     from compress.corpus import expand_pattern, iter_documents
     from compress.prepare_data import text_sources
-    from compress.vocab_trim import choose_kept_ids, config_token_ids, count_pieces, trim_tokenizer
+    from compress.vocab_trim import count_pieces, model_kept_ids, trim_tokenizer
 
     texts = (text for pattern in cfg.corpus for path in expand_pattern(pattern) for source in text_sources(path)
              for text in iter_documents(source) if text)
-    kept = choose_kept_ids(tokenizer, count_pieces(tokenizer, texts), min_count=cfg.trim_min_count,
-                           keep_top=cfg.trim_keep_top)
-    kept = sorted(set(kept) | config_token_ids(teacher_config))
+    kept = model_kept_ids(tokenizer, teacher_config, count_pieces(tokenizer, texts), min_count=cfg.trim_min_count,
+                          keep_top=cfg.trim_keep_top)
     log.info("vocabulary trimmed to the corpus: %d → %d pieces", teacher_config.vocab_size, len(kept))
     return trim_tokenizer(tokenizer, kept, folder), kept
 
@@ -256,7 +255,8 @@ def _run(cfg: PlanConfig, variant: str, teacher_config, spec, shapes: list[Shape
         rows.append({**asdict(shape), **figures})
     return {"teacher": cfg.teacher, "runtime": cfg.runtime, "precision": cfg.precision, "variant": variant,
             "batch_size": cfg.batch_size, "seq_length": cfg.seq_length, "threads": threads, "machine": machine,
-            "vocab_size": vocab, "trim_vocab": _trim_overrides(cfg), "budget_ms": cfg.budget_ms, "candidates": rows, "frontier": frontier(rows, cfg.budget_ms)}
+            "vocab_size": vocab, "distill_overrides": _trim_overrides(cfg), "budget_ms": cfg.budget_ms,
+            "candidates": rows, "frontier": frontier(rows, cfg.budget_ms)}
 
 
 def latency(row: dict[str, Any]) -> float:
@@ -296,7 +296,7 @@ def _trim_overrides(cfg: PlanConfig) -> list[str]:
 def distill_command(row: dict[str, Any], plan: dict[str, Any]) -> str:
     return " ".join([f"compress distill --teacher {plan['teacher']} --corpus CORPUS --run-dir runs/{row['layers']}x{row['hidden']}",
                      f"--layers {row['layers']} --hidden {row['hidden']} --heads {row['heads']}",
-                     f"student.intermediate_size={row['ffn']} student.init=teacher", *plan.get("trim_vocab", [])])
+                     f"student.intermediate_size={row['ffn']} student.init=teacher", *plan.get("distill_overrides", [])])
 
 
 def summary(plan: dict[str, Any]) -> str:
@@ -304,7 +304,7 @@ def summary(plan: dict[str, Any]) -> str:
     header = (f"{plan['runtime']} {plan['precision']} ({plan['variant']}), batch {plan['batch_size']} × "
               f"{plan['seq_length']} tokens, {plan['threads']} threads, {plan['machine']['cpu']}; "
               f"budget {plan['budget_ms']:g} ms end to end"
-              + (f"; vocabulary trimmed to the corpus's {plan['vocab_size']:,} pieces" if plan.get("trim_vocab") else ""))
+              + (f"; vocabulary trimmed to the corpus's {plan['vocab_size']:,} pieces" if plan.get("distill_overrides") else ""))
     lines = [header, f"{'shape':>8}  {'heads':>5}  {'FFN':>5}  {'params':>8}  {'w/o emb.':>8}  {'MiB':>6}  "
              f"{'call ms':>7}  {'e2e ms':>7}"]
     for r in plan["frontier"]:

@@ -42,7 +42,7 @@ from compress.teacher import (
 from compress.token_shards import TokenCorpus
 from compress.tracking import open_trackers, require_trackers
 from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
-from compress.vocab_trim import TRIMMED_VOCAB, choose_kept_ids, config_token_ids, trim_embeddings, trim_tokenizer
+from compress.vocab_trim import TRIMMED_VOCAB, model_kept_ids, trim_embeddings, trim_tokenizer
 
 log = logging.getLogger(__name__)
 STAGE = "distill"
@@ -80,9 +80,8 @@ def hidden_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
 def trimmed_vocabulary(teacher_tokenizer, teacher_config, counts, cfg: DistillConfig, folder: Path):
     """The student's tokenizer and kept ids (student id i = teacher id kept_ids[i]) for the pieces the
     corpora use (``counts``: teacher id → occurrences); deterministic, so a resumed run recomputes the same ones."""
-    kept = choose_kept_ids(teacher_tokenizer, counts, min_count=cfg.student.trim_min_count,
-                           keep_top=cfg.student.trim_keep_top)
-    kept = sorted(set(kept) | config_token_ids(teacher_config))
+    kept = model_kept_ids(teacher_tokenizer, teacher_config, counts, min_count=cfg.student.trim_min_count,
+                          keep_top=cfg.student.trim_keep_top)
     record = folder.parent / "kept_ids.json"  # a resumed run must rebuild the very same vocabulary
     if record.exists() and json.loads(record.read_text(encoding="utf-8")) != kept:
         raise UserError(f"the corpora give another trimmed vocabulary than when {folder.parent.parent} started "

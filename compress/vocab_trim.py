@@ -370,6 +370,15 @@ def config_token_ids(config: PretrainedConfig) -> set[int]:
     return {value for key in CONFIG_TOKEN_KEYS if isinstance(value := getattr(config, key, None), int)}
 
 
+def model_kept_ids(tokenizer, config: PretrainedConfig, counts: collections.Counter, *, min_count: int = 1,
+                   keep_top: int | None = None, whole_scripts: bool = True) -> list[int]:
+    """:func:`choose_kept_ids` plus the ids ``config`` names (pad, bos, eos, …), which the model's embedding table
+    must keep: the ids a model trimmed for ``counts`` keeps, sorted. The one choice behind ``compress trim-vocab``,
+    ``student.trim_vocab`` and ``compress plan --trim-vocab``."""
+    kept = choose_kept_ids(tokenizer, counts, min_count=min_count, keep_top=keep_top, whole_scripts=whole_scripts)
+    return sorted(set(kept) | config_token_ids(config))
+
+
 # ---------------------------------------------------------------- a whole model folder
 
 
@@ -427,10 +436,9 @@ def trim_model_folder(model: str | Path, corpora: list[str | Path], out_dir: Pat
         raise UserError("no corpus given: pass --corpus with text in the languages to keep")
     texts = [line for corpus in corpora for line in read_corpus(corpus).lines]
     tokenizer = _load_tokenizer(source)
-    kept_ids = choose_kept_ids(tokenizer, count_pieces(tokenizer, texts), min_count=min_count, keep_top=keep_top,
-                               whole_scripts=whole_scripts)
     encoder = _load_model(source)
-    kept_ids = sorted(set(kept_ids) | config_token_ids(encoder.config))
+    kept_ids = model_kept_ids(tokenizer, encoder.config, count_pieces(tokenizer, texts), min_count=min_count,
+                              keep_top=keep_top, whole_scripts=whole_scripts)
     vocab_before, params_before = encoder.get_input_embeddings().weight.shape[0], encoder.num_parameters()
     trim_embeddings(encoder, kept_ids)
     with atomic_directory(out_dir) as tmp:

@@ -11,17 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+from study_table import finetuned, fmt, overall  # scripts/study_table.py: the same cells for the first study
+
 TASKS = [("langid", "accuracy"), ("bitext", "accuracy"), ("fidelity", "similarity_correlation"), ("fidelity", "relation_kl")]
 HEADER = ["teacher → student", "init", "distill steps", "sentiment acc (fine-tuned)",
           "language id acc (probe)", "bitext top-1", "fidelity corr.", "relation KL (lower is better)"]
-
-
-def overall(scores: list[dict], task: str, metric: str) -> float | None:
-    return next((s["value"] for s in scores if s["task"] == task and s["metric"] == metric and s["language"] is None), None)
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def row(run: Path) -> list[str] | None:
@@ -37,8 +31,7 @@ def row(run: Path) -> list[str] | None:
         layers = ",".join(map(str, init["teacher_layers"]))
         how = f"teacher: layers {layers}, {init['criterion']}"
     scores = json.loads((run / "eval.json").read_text())["scores"] if (run / "eval.json").exists() else []
-    finetuned = run / "finetune" / "sentiment-en" / "scores.json"
-    sentiment = overall(json.loads(finetuned.read_text())["test"], "sentiment-en", "accuracy") if finetuned.exists() else None
+    sentiment = finetuned(run / "finetune" / "sentiment-en")
     metrics = distill.get("metrics", {})
     shape = f"{student['layers']}×{student['hidden']}"
     return ([f"{teacher} → {shape}", how,
