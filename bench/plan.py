@@ -6,7 +6,14 @@ weights, exported through the product's own path (:func:`export.stage.export_mod
 export`` makes for that runtime and precision) and timed with the bench's harness (:func:`bench.stage.time_variants`:
 the model call and the request end to end, tokenization included) at one batch × length and thread count, one
 candidate at a time (its folder is removed after). With ``trim_vocab`` the candidates keep only the word pieces
-the corpus uses, as ``student.trim_vocab`` would (and requests are tokenized by the trimmed tokenizer). Timings are
+the corpus uses, as ``student.trim_vocab`` would (and requests are tokenized by the trimmed tokenizer).
+
+What is exported and timed keeps only the embedding rows of the pieces the timing text uses (:func:`timing_vocabulary`):
+a lookup reads the same rows of a 14k-row table as of a 250k-row one, and the tokenizer cut to those pieces gives
+those texts the same ids, renumbered, at the same speed. Exporting e5's 250k × width table was most of a candidate's
+time (docs/benchmarks.md). The reported parameters and file size are the whole vocabulary's: the size adds the
+bytes per embedding row read from the exported file (:func:`embedding_row_bytes`), and the export stores the table
+in INT8 or FP32 as it would for the whole vocabulary. Timings are
 cached per machine, runtime, precision, shape, input shape and library versions (``~/.cache/relation-compress/plan/timings.json``), so planning again for
 another budget is instant. The candidates within the budget that no larger one beats are printed, largest first,
 each with its ``compress distill`` command line.
@@ -22,6 +29,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from compress.assets.cache import cache_dir
 from compress.config import BenchConfig, ExportConfig, PlanConfig
@@ -83,8 +92,6 @@ def plan_lines(cfg: PlanConfig, tokenizer) -> list[str]:
 
         paths = [t for pattern in cfg.corpus for p in expand_pattern(pattern) for t in text_sources(p)]
         return sample_lines(paths, 512, seed=0)
-    import numpy as np
-
     rng = np.random.default_rng(0)
     words = [w for w in tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), 20_000))))
              if w.isalpha() and len(w) > 2] or ["text"]
@@ -151,36 +158,84 @@ class TimingCache:
             atomic_write_text(self.path, json.dumps(self.records, indent=1) + "\n")
 
 
+def timing_vocabulary(tokenizer, teacher_config, kept_ids: list[int] | None, lines: list[str],
+                      folder: Path) -> tuple[Any, list[int]]:
+    """The tokenizer candidates are timed with, saved in ``folder``, and the ids of the candidates' vocabulary it
+    keeps (sorted): the pieces ``lines`` use under ``tokenizer``, its special tokens and the model config's token
+    ids. For ``lines`` it gives the ids ``tokenizer`` gives, renumbered (:func:`compress.vocab_trim.trim_tokenizer`
+    keeps every piece they use). ``kept_ids``: the teacher ids ``tokenizer`` keeps (None: all). Their count is odd
+    (one unused id added if need be), so that no other tensor of an exported model has as many rows
+    (:func:`embedding_row_bytes`)."""
+    from compress.vocab_trim import choose_kept_ids, config_token_ids, count_pieces, trim_tokenizer
+
+    renumber = {old: new for new, old in enumerate(kept_ids)} if kept_ids is not None else {}
+    config_ids = {renumber.get(i, i) for i in config_token_ids(teacher_config)}
+    ids = set(choose_kept_ids(tokenizer, count_pieces(tokenizer, lines), whole_scripts=False)) | config_ids
+    if len(ids) % 2 == 0 and len(ids) < len(tokenizer):
+        ids.add(min(set(range(len(tokenizer))) - ids))
+    ids = sorted(ids)
+    return trim_tokenizer(tokenizer, ids, folder), ids
+
+
+def embedding_row_bytes(file: Path, rows: int) -> float:
+    """Bytes per row of the word-embedding table of ``rows`` rows in an exported ONNX file or OpenVINO IR: the
+    constants with ``rows`` rows (the table and, where it is INT8 per row, its scales; ``rows`` odd, which no
+    other dimension of these encoders is), over ``rows``. Their names do not tell: NNCF renames the table."""
+    if file.suffix == ".onnx":
+        import onnx
+        from onnx.helper import tensor_dtype_to_np_dtype
+
+        graph = onnx.load(str(file), load_external_data=False).graph
+        sizes = [int(np.prod(t.dims)) * tensor_dtype_to_np_dtype(t.data_type).itemsize for t in graph.initializer
+                 if t.dims and t.dims[0] == rows]
+    else:
+        import xml.etree.ElementTree as ET
+
+        sizes = [int(data.get("size")) for layer in ET.parse(file).getroot().iter("layer")
+                 if layer.get("type") == "Const" and (data := layer.find("data")) is not None
+                 and data.get("shape", "").replace(" ", "").split(",")[0] == str(rows)]
+    if not sizes:
+        raise RuntimeError(f"no table of {rows} rows in {file}")
+    return sum(sizes) / rows
+
+
 def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[str], variant: str, work: Path,
-                     kept_ids: list[int] | None = None):
-    """Build ``shape`` with random weights in ``work/model`` (its vocabulary cut to ``kept_ids`` when given, with
-    ``tokenizer`` the matching one) and export it to ``work/export`` as ``compress export`` would for ``variant``'s
-    runtime and precision. Returns (the bench's Variant of the file that ships, its export record, its parameter
-    counts)."""
+                     kept_ids: list[int] | None = None, timing_ids: list[int] | None = None):
+    """Build ``shape`` with random weights in ``work/model`` and export it to ``work/export`` as ``compress export``
+    would for ``variant``'s runtime and precision. Its vocabulary is the teacher's cut to ``kept_ids`` when given;
+    with ``timing_ids`` (ids of that vocabulary, ``tokenizer`` the matching tokenizer: :func:`timing_vocabulary`)
+    only those rows are built and exported, and the size is the whole vocabulary's. Returns (the bench's Variant of
+    the file that ships, its size in bytes, its parameter counts)."""
     from bench.stage import Variant
     from compress.student import build_student, student_config
     from compress.teacher import count_parameters
     from compress.variants import BY_NAME
-    from export.stage import export_model
+    from compress.vocab_trim import trim_embeddings
+    from export.stage import export_model, resolve_quantize_embeddings
 
     folder = work / "model"
     model = build_student(student_config(teacher_config, spec, layers=shape.layers, hidden=shape.hidden,
                                          heads=shape.heads, intermediate_size=shape.ffn), seed=0)
     if kept_ids is not None:
-        from compress.vocab_trim import trim_embeddings
-
         trim_embeddings(model, kept_ids)
     params = count_parameters(model)
+    rows = model.get_input_embeddings().weight.shape[0]
+    quantize_embeddings = resolve_quantize_embeddings("auto", model)  # as for the whole table
+    if timing_ids is not None:
+        trim_embeddings(model, timing_ids)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
     table = BY_NAME[variant]
     export_cfg = ExportConfig(runtimes=[table.runtime], int8=table.precision == "int8", calib_samples=32,
-                              parity_samples=16, force=True)
+                              parity_samples=16, quantize_embeddings=quantize_embeddings, force=True)
     report, _ = export_model(folder, work / "export", export_cfg, lines)
     record = report.variants[variant]
-    path = record.path(work / "export").parent
-    return Variant(f"{shape}", str(work), "student", table.precision, table.format, path, False, table), record, params
+    file = record.path(work / "export")
+    size = record.size_bytes
+    if timing_ids is not None and len(timing_ids) < rows:
+        size += round((rows - len(timing_ids)) * embedding_row_bytes(file, len(timing_ids)))
+    return Variant(f"{shape}", str(work), "student", table.precision, table.format, file.parent, False, table), size, params
 
 
 def time_candidate(timed, bench_cfg: BenchConfig, lines: list[str]) -> dict[str, Any]:
@@ -191,10 +246,21 @@ def time_candidate(timed, bench_cfg: BenchConfig, lines: list[str]) -> dict[str,
     return {"p50_ms": row["p50_ms"], "end_to_end_p50_ms": (row.get("end_to_end") or {}).get("p50_ms")}
 
 
-def _measure(shape: Shape, bench_cfg: BenchConfig, teacher_config, spec, tokenizer, lines: list[str], variant: str,
-             work: Path, kept_ids: list[int] | None) -> dict[str, Any]:
-    timed, record, params = export_candidate(shape, teacher_config, spec, tokenizer, lines, variant, work, kept_ids)
-    return {**time_candidate(timed, bench_cfg, lines), "size_bytes": record.size_bytes, "parameters": params["total"],
+@dataclass(frozen=True)
+class TimingText:
+    """What every candidate is exported and timed with: ``lines`` (:func:`plan_lines`), the tokenizer cut to the
+    pieces they use and those pieces' ids (:func:`timing_vocabulary`)."""
+
+    lines: list[str]
+    tokenizer: Any
+    ids: list[int]
+
+
+def _measure(shape: Shape, bench_cfg: BenchConfig, teacher_config, spec, text: TimingText, variant: str, work: Path,
+             kept_ids: list[int] | None) -> dict[str, Any]:
+    timed, size, params = export_candidate(shape, teacher_config, spec, text.tokenizer, text.lines, variant, work,
+                                           kept_ids, text.ids)
+    return {**time_candidate(timed, bench_cfg, text.lines), "size_bytes": size, "parameters": params["total"],
             "embedding_parameters": params["word_embeddings"], "measured": now()}
 
 
@@ -213,15 +279,16 @@ def run(cfg: PlanConfig) -> dict[str, Any]:
     shapes = candidate_grid(teacher_config, spec, cfg)
     vocab_dir = Path(tempfile.mkdtemp(prefix="compress-plan-vocab-"))
     try:
-        tokenizer, kept_ids = candidate_vocabulary(cfg, teacher_config, load_tokenizer(cfg.teacher), vocab_dir)
-        return _run(cfg, variant, teacher_config, spec, shapes, tokenizer, kept_ids)
+        tokenizer, kept_ids = candidate_vocabulary(cfg, teacher_config, load_tokenizer(cfg.teacher), vocab_dir / "candidates")
+        return _run(cfg, variant, teacher_config, spec, shapes, tokenizer, kept_ids, vocab_dir / "timing")
     finally:
         shutil.rmtree(vocab_dir, ignore_errors=True)
 
 
 def _run(cfg: PlanConfig, variant: str, teacher_config, spec, shapes: list[Shape], tokenizer,
-         kept_ids: list[int] | None) -> dict[str, Any]:
-    """:func:`run` once the candidates' vocabulary is known (``kept_ids``: teacher ids kept, None: all)."""
+         kept_ids: list[int] | None, timing_dir: Path) -> dict[str, Any]:
+    """:func:`run` once the candidates' vocabulary is known (``kept_ids``: teacher ids kept, None: all);
+    ``timing_dir``: where the timing tokenizer is saved."""
     from bench.machine import bench_threads
     from export.isa import cpu_features
 
@@ -231,7 +298,7 @@ def _run(cfg: PlanConfig, variant: str, teacher_config, spec, shapes: list[Shape
     versions = library_versions(("onnxruntime", "openvino", "nncf", "relation-compress"))
     machine = {"cpu": cpu_features().get("model"), "threads": threads}
     cache = TimingCache(cache_dir() / "plan" / CACHE_FILE, enabled=cfg.cache)
-    lines: list[str] | None = None
+    text: TimingText | None = None  # made at the first candidate that is not in the cache
     rows = []
     for i, shape in enumerate(shapes, 1):
         key = cache.key(machine=machine, runtime=cfg.runtime, variant=variant, shape=asdict(shape),
@@ -241,11 +308,14 @@ def _run(cfg: PlanConfig, variant: str, teacher_config, spec, shapes: list[Shape
         if figures is None:
             log.info("candidate %d/%d: %s (%d heads, FFN %d): export to %s and time", i, len(shapes), shape,
                      shape.heads, shape.ffn, variant)
-            lines = lines or plan_lines(cfg, tokenizer)
+            if text is None:
+                lines = plan_lines(cfg, tokenizer)
+                text = TimingText(lines, *timing_vocabulary(tokenizer, teacher_config, kept_ids, lines, timing_dir))
+                log.info("exported and timed with the %d pieces of the vocabulary the timing text uses", len(text.ids))
             work = Path(tempfile.mkdtemp(prefix="compress-plan-"))
             try:
                 with _quiet("export", "bench.stage"):  # the plan's own lines say what is going on
-                    figures = _measure(shape, bench_cfg, teacher_config, spec, tokenizer, lines, variant, work, kept_ids)
+                    figures = _measure(shape, bench_cfg, teacher_config, spec, text, variant, work, kept_ids)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             cache.put(key, figures)

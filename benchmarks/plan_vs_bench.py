@@ -1,8 +1,10 @@
-"""Does ``compress plan`` measure what ``compress bench`` measures? Three candidate shapes of a teacher are
-exported once through the plan's own path (bench.plan.export_candidate); then, in alternating rounds, each is
-timed the plan's way (alone, bench.plan.time_candidate) and all three the bench's way (bench.stage.run over the
-three export folders as run folders, variants alternating). Printed per shape: the median over rounds of plan /
-bench for the end-to-end and the model-call p50 (1.00: the same figure). Both use the same thread count.
+"""Does ``compress plan`` measure what ``compress bench`` measures? Three candidate shapes of a teacher are each
+exported twice: as the plan exports them (bench.plan.export_candidate with only the embedding rows the timing
+text uses, bench.plan.timing_vocabulary) and whole, as ``compress export`` writes a distilled student of that shape
+(the same call without cutting the table). Then, in alternating rounds, each plan export is timed the plan's way
+(alone, bench.plan.time_candidate) and the three whole ones the bench's way (bench.stage.run over the three export
+folders as run folders, variants alternating). Printed per shape: the median over rounds of plan / bench for the
+end-to-end and the model-call p50 (1.00: the same figure). Both use the same thread count.
 
     python benchmarks/plan_vs_bench.py --teacher "$(compress assets path e5)" [--shapes 2x192,4x256,6x384] [--rounds 3]
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 def main() -> None:
     from bench import stage
     from bench.machine import bench_threads
-    from bench.plan import Shape, bench_config, export_candidate, plan_lines, time_candidate, variant_for
+    from bench.plan import (Shape, bench_config, export_candidate, plan_lines, time_candidate, timing_vocabulary,
+                            variant_for)
     from compress.config import BenchConfig, PlanConfig
     from compress.teacher import load_teacher_config, load_tokenizer
     from export.isa import cpu_features
@@ -49,11 +52,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "text.txt"
         text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        small_tokenizer, ids = timing_vocabulary(tokenizer, config, None, lines, Path(tmp) / "timing-vocab")
         runs, timed = [], {}
         for shape in shapes:
-            work = Path(tmp) / str(shape).replace("×", "x")
-            timed[str(shape)], _, _ = export_candidate(shape, config, spec, tokenizer, lines, variant, work)
-            runs.append(work)
+            name = str(shape).replace("×", "x")
+            timed[str(shape)], _, _ = export_candidate(shape, config, spec, small_tokenizer, lines, variant,
+                                                       Path(tmp) / "plan" / name, None, ids)
+            export_candidate(shape, config, spec, tokenizer, lines, variant, Path(tmp) / name)
+            runs.append(Path(tmp) / name)
         bench_cfg = BenchConfig(batch_sizes=[cfg.batch_size], seq_lengths=[cfg.seq_length], threads=threads,
                                 warmup=3, min_time_s=a.min_time * len(shapes), min_runs=10, rounds=len(shapes),
                                 text=[str(text)])

@@ -81,7 +81,7 @@ def _weights_sha256(model_dir: Path) -> str | None:
     return sha256_of(weights) if weights.is_file() else None
 
 
-def _quantize_embeddings(setting: bool | str, model) -> bool:
+def resolve_quantize_embeddings(setting: bool | str, model) -> bool:
     """Resolve ``quantize_embeddings``: ``auto`` is true when the embedding tables hold at least
     :data:`EMBEDDING_SHARE_FOR_INT8` of the parameters (a 250k-vocabulary 6×384 student: 90%; an English
     30k-vocabulary MiniLM: 52%). Measured on the demo's multilingual student (docs/benchmarks.md): the INT8
@@ -152,6 +152,16 @@ def wanted(spec: VariantSpec, cfg: ExportConfig, features: dict[str, Any]) -> bo
     return {None: True, "int8": cfg.int8, "qat": cfg.qat_for(spec.runtime)}[spec.made_with]
 
 
+def variants_to_make(cfg: ExportConfig, features: dict[str, Any]) -> list[VariantSpec]:
+    """The variants this export makes, in build order: the :func:`wanted` ones and those they are made from
+    (``--runtime openvino`` converts the FP32 ONNX, so that is written too)."""
+    names = {spec.name for spec in VARIANTS if wanted(spec, cfg, features)}
+    for spec in reversed(VARIANTS):  # a source comes before the variants made from it
+        if spec.name in names and spec.source:
+            names.add(spec.source)
+    return [spec for spec in VARIANTS if spec.name in names]
+
+
 def gate(spec: VariantSpec, result: ParityReport, cfg: ExportConfig, remedy: str) -> None:
     """The variant's gate (:class:`compress.variants.VariantSpec`): a one-line error when it fails."""
     if spec.gate == "fp32" and result.max_abs_diff > cfg.fp32_tolerance:
@@ -215,7 +225,7 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
     except Exception as err:
         raise UserError(f"cannot load {model_dir} ({first_line(err)}): the folder is damaged; re-run `compress distill`") from None
     if cfg.int8 or cfg.qat:
-        cfg = cfg.model_copy(update={"quantize_embeddings": _quantize_embeddings(cfg.quantize_embeddings, model)})
+        cfg = cfg.model_copy(update={"quantize_embeddings": resolve_quantize_embeddings(cfg.quantize_embeddings, model)})
     calib_texts, parity_texts = split_texts(lines, cfg)
     max_positions = getattr(model.config, "max_position_embeddings", 512) - 2
     batches = encode(tokenizer, parity_texts) + random_batches(
@@ -228,7 +238,7 @@ def export_model(model_dir: Path, out: Path, cfg: ExportConfig, lines: list[str]
         qat = _qat_retraining(cfg, run_dir, model, tokenizer, lines, parity_texts, resume) if cfg.qat else None
         ctx = ExportContext(cfg=cfg, model_dir=model_dir, model=model, tokenizer=tokenizer, task=task, staging=staging,
                             calib_texts=calib_texts, batches=batches, features=features, qat=qat)
-        records = {spec.name: make_variant(spec, ctx) for spec in VARIANTS if wanted(spec, cfg, features)}
+        records = {spec.name: make_variant(spec, ctx) for spec in variants_to_make(cfg, features)}
         report = ExportReport(cpu=features, model=cfg.model, variants=records)
         atomic_write_text(staging / PARITY_FILE, report.model_dump_json(indent=2, exclude_none=True) + "\n")
         source = read_provenance(model_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 from study_table import finetuned, fmt, overall  # scripts/study_table.py: the same cells for the first study
 
 TASKS = [("langid", "accuracy"), ("bitext", "accuracy"), ("fidelity", "similarity_correlation"), ("fidelity", "relation_kl")]
-HEADER = ["teacher → student", "init", "distill steps", "sentiment acc (fine-tuned)",
+HEADER = ["teacher → student", "init", "distill steps", "lr", "sentiment acc (fine-tuned)",
           "language id acc (probe)", "bitext top-1", "fidelity corr.", "relation KL (lower is better)"]
 
 
@@ -35,7 +35,7 @@ def row(run: Path) -> list[str] | None:
     metrics = distill.get("metrics", {})
     shape = f"{student['layers']}×{student['hidden']}"
     return ([f"{teacher} → {shape}", how,
-             str(metrics.get("step", 0)), fmt(sentiment)]
+             str(metrics.get("step", 0)), f"{distill['config']['train']['lr']:g}", fmt(sentiment)]
             + [fmt(overall(scores, task, metric)) for task, metric in TASKS])
 
 

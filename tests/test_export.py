@@ -207,11 +207,11 @@ def test_quantize_embeddings_auto_follows_the_tables_share(setting, vocab, expec
     # a 100-word one ~25% (an English model's).
     from transformers import BertConfig, BertModel
 
-    from export.stage import _quantize_embeddings
+    from export.stage import resolve_quantize_embeddings
 
     model = BertModel(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                  intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
-    assert _quantize_embeddings(setting, model) is expected
+    assert resolve_quantize_embeddings(setting, model) is expected
 
 
 @pytest.mark.parametrize("tiny_teacher_dir", ["bert"], indirect=True)

@@ -76,6 +76,14 @@ def test_runtime_flag(distilled, runtime, message, capsys):
         assert result.code == 0 and not (distilled / "export" / "openvino-fp32").exists()
 
 
+def test_openvino_alone_writes_the_fp32_onnx_it_converts(distilled, capsys):
+    # OpenVINO's IR is converted from the FP32 ONNX export, which is written too (as --runtime's help says)
+    assert run_cli(["export", distilled, "--int8", "--runtime", "openvino"], capsys).code == 0
+    variants = json.loads((distilled / "export" / "parity.json").read_text())["variants"]
+    assert {"fp32", "openvino-fp32", "openvino-int8"} <= set(variants) and "int8" not in variants
+    assert (distilled / "export" / "fp32" / "model.onnx").is_file()
+
+
 def test_missing_openvino_is_one_line_naming_the_extra(distilled):
     """Without openvino installed (simulated by blocking the import), --runtime openvino says what to install."""
     code = ("import sys\nsys.modules['openvino'] = None\nsys.modules['nncf'] = None\n"

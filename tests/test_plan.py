@@ -75,6 +75,46 @@ def test_a_trimmed_plan_times_the_vocabulary_distill_would_keep(tiny_bert_dir, c
     assert AutoConfig.from_pretrained(tmp_path / "run" / "student").vocab_size == plan["vocab_size"]
 
 
+def test_the_timing_vocabulary_gives_the_timing_text_the_same_ids(tiny_teacher_dir_shared, corpus_file, tmp_path):
+    # WordPiece (bert), byte-level BPE (roberta) and Unigram (xlmr); whole and after --trim-vocab's cut
+    from bench.plan import PlanConfig, candidate_vocabulary, plan_lines, timing_vocabulary
+    from compress.teacher import load_teacher_config, load_tokenizer
+
+    config, _ = load_teacher_config(str(tiny_teacher_dir_shared))
+    teacher = load_tokenizer(str(tiny_teacher_dir_shared))
+    for trim in (False, True):
+        cfg = PlanConfig(teacher=str(tiny_teacher_dir_shared), budget_ms=1, corpus=[str(corpus_file)], trim_vocab=trim)
+        tokenizer, kept = candidate_vocabulary(cfg, config, teacher, tmp_path / f"candidates-{trim}")
+        lines = plan_lines(cfg, tokenizer)
+        small, ids = timing_vocabulary(tokenizer, config, kept, lines, tmp_path / f"timing-{trim}")
+        assert ids == sorted(set(ids)) and len(ids) <= len(tokenizer)
+        whole = tokenizer(lines, truncation=True, max_length=64)["input_ids"]
+        cut = small(lines, truncation=True, max_length=64)["input_ids"]
+        assert [[ids[i] for i in row] for row in cut] == whole
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp32", "openvino-int8", "openvino-fp32"])
+def test_a_candidate_exported_with_the_timing_rows_reports_the_whole_vocabularys_size(variant, tiny_xlmr_dir_shared,
+                                                                                       corpus_file, tmp_path):
+    # the plan exports only the rows its timing text uses; its size and parameters are those of the whole export
+    from bench.plan import PlanConfig, Shape, embedding_row_bytes, export_candidate, plan_lines, timing_vocabulary
+    from compress.teacher import load_teacher_config, load_tokenizer
+
+    config, spec = load_teacher_config(str(tiny_xlmr_dir_shared))
+    tokenizer = load_tokenizer(str(tiny_xlmr_dir_shared))
+    few_words = tmp_path / "few-words.txt"  # text that uses a fraction of the vocabulary, as real text uses e5's
+    few_words.write_text("\n".join(" ".join(["hello world", "the quick fox", "jumps over"][i % 3:]) for i in range(64)))
+    lines = plan_lines(PlanConfig(teacher=str(tiny_xlmr_dir_shared), budget_ms=1, corpus=[str(few_words)]), tokenizer)
+    small, ids = timing_vocabulary(tokenizer, config, None, lines, tmp_path / "timing")
+    shape = Shape(1, 16, 1, 32)  # the table is ~90% of the parameters: INT8 variants store it in INT8
+    timed, size, params = export_candidate(shape, config, spec, small, lines, variant, tmp_path / "plan", None, ids)
+    _, whole_size, whole_params = export_candidate(shape, config, spec, tokenizer, lines, variant, tmp_path / "whole")
+    assert params == whole_params and config.vocab_size > 2 * len(ids)
+    assert abs(size - whole_size) <= 1024, (size, whole_size)  # an IR's XML spells larger offsets with more digits
+    row_bytes = {"int8": 16, "fp32": 64, "openvino-int8": 16 + 4, "openvino-fp32": 64}[variant]  # INT8: NNCF's row scales
+    assert embedding_row_bytes(timed.path / timed.spec.file, len(ids)) == row_bytes
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget-ms", "10", "--trim-vocab"], "pass --corpus"),
     (["--budget-ms", "0.0001"], "no candidate meets"),
