@@ -77,7 +77,8 @@ def test_a_trimmed_plan_times_the_vocabulary_distill_would_keep(tiny_bert_dir, c
 
 def test_the_timing_vocabulary_gives_the_timing_text_the_same_ids(tiny_teacher_dir_shared, corpus_file, tmp_path):
     # WordPiece (bert), byte-level BPE (roberta) and Unigram (xlmr); whole and after --trim-vocab's cut
-    from bench.plan import PlanConfig, candidate_vocabulary, plan_lines, timing_vocabulary
+    from bench.plan import candidate_vocabulary, plan_lines, timing_vocabulary
+    from compress.config import PlanConfig
     from compress.teacher import load_teacher_config, load_tokenizer
 
     config, _ = load_teacher_config(str(tiny_teacher_dir_shared))
@@ -97,7 +98,8 @@ def test_the_timing_vocabulary_gives_the_timing_text_the_same_ids(tiny_teacher_d
 def test_a_candidate_exported_with_the_timing_rows_reports_the_whole_vocabularys_size(variant, tiny_xlmr_dir_shared,
                                                                                        corpus_file, tmp_path):
     # the plan exports only the rows its timing text uses; its size and parameters are those of the whole export
-    from bench.plan import PlanConfig, Shape, embedding_row_bytes, export_candidate, plan_lines, timing_vocabulary
+    from bench.plan import Shape, embedding_row_bytes, export_candidate, plan_lines, timing_vocabulary
+    from compress.config import PlanConfig
     from compress.teacher import load_teacher_config, load_tokenizer
 
     config, spec = load_teacher_config(str(tiny_xlmr_dir_shared))
