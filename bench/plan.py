@@ -230,6 +230,9 @@ def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[
     export_cfg = ExportConfig(runtimes=[table.runtime], int8=table.precision == "int8", calib_samples=32,
                               parity_samples=16, quantize_embeddings=quantize_embeddings, force=True)
     report, _ = export_model(folder, work / "export", export_cfg, lines)
+    if variant not in report.variants:  # openvino-bf16 is made only where the CPU computes in bf16
+        raise UserError(f"this machine's export makes no {table.label}: its CPU has no native bf16 (AVX-512 BF16 or "
+                        "AMX); choose --precision fp32 or int8")
     record = report.variants[variant]
     file = record.path(work / "export")
     size = record.size_bytes

@@ -129,3 +129,13 @@ def test_bad_plans_are_one_line(args, message, tiny_bert_dir, cache, capsys):
     grid = GRID if "--hidden" not in args and "--layers" not in args else ["--seq-length", "32"]
     result = run_cli(["plan", "--teacher", tiny_bert_dir, *grid, *args], capsys)
     assert result.code == 2 and message in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_bf16_on_a_cpu_without_it_is_one_line(tiny_bert_dir, cache, capsys, monkeypatch):
+    # OpenVINO's bf16 variant is made only where the CPU computes in bf16; this CPU is made to say it does not
+    import export.openvino_export
+
+    monkeypatch.setattr(export.openvino_export, "cpu_has_bf16", lambda: False)
+    result = run_cli(["plan", "--teacher", tiny_bert_dir, *GRID, "--budget-ms", "10", "--runtime", "openvino",
+                      "--precision", "bf16"], capsys)
+    assert result.code == 2 and "no native bf16" in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
