@@ -9,9 +9,9 @@ candidate at a time (its folder is removed after). With ``trim_vocab`` the candi
 the corpus uses, as ``student.trim_vocab`` would (and requests are tokenized by the trimmed tokenizer).
 
 What is exported and timed keeps only the embedding rows of the pieces the timing text uses (:func:`timing_vocabulary`):
-a lookup reads the same rows of a 14k-row table as of a 250k-row one, and the tokenizer cut to those pieces gives
-those texts the same ids, renumbered, at the same speed. Exporting e5's 250k × width table was most of a candidate's
-time (docs/benchmarks.md). The reported parameters and file size are the whole vocabulary's: the size adds the
+a lookup reads the same rows of a table of a few thousand rows as of e5's 250k, and the tokenizer cut to those
+pieces gives those texts the same ids, renumbered, at the same speed. Exporting the whole 250k × width table was
+most of a candidate's time (benchmarks/plan_speed.py; docs/benchmarks.md). The reported parameters and file size are the whole vocabulary's: the size adds the
 bytes per embedding row read from the exported file (:func:`embedding_row_bytes`), and the export stores the table
 in INT8 or FP32 as it would for the whole vocabulary. Timings are
 cached per machine, runtime, precision, shape, input shape and library versions (``~/.cache/relation-compress/plan/timings.json``), so planning again for
