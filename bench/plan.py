@@ -314,7 +314,7 @@ def _run(cfg: PlanConfig, variant: str, teacher_config, spec, shapes: list[Shape
             if text is None:
                 lines = plan_lines(cfg, tokenizer)
                 text = TimingText(lines, *timing_vocabulary(tokenizer, teacher_config, kept_ids, lines, timing_dir))
-                log.info("exported and timed with the %d pieces of the vocabulary the timing text uses", len(text.ids))
+                log.info("exported and timed with the %s pieces of the vocabulary the timing text uses", f"{len(text.ids):,}")
             work = Path(tempfile.mkdtemp(prefix="compress-plan-"))
             try:
                 with _quiet("export", "bench.stage"):  # the plan's own lines say what is going on
