@@ -6,7 +6,7 @@ text uses, bench.plan.timing_vocabulary) and whole, as ``compress export`` write
 folders as run folders, variants alternating). Printed per shape: the median over rounds of plan / bench for the
 end-to-end and the model-call p50 (1.00: the same figure). Both use the same thread count.
 
-    python benchmarks/plan_vs_bench.py --teacher "$(compress assets path e5)" [--shapes 2x192,4x256,6x384] [--rounds 3]
+    python benchmarks/plan_vs_bench.py --teacher "$(compress assets path e5)" [--shapes 2x192,4x256,6x384] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="2x192,4x256,6x384", help="LAYERSxHIDDEN, comma-separated")
     ap.add_argument("--runtime", default="onnxruntime")
     ap.add_argument("--precision", default="int8")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0)
     a = ap.parse_args()
 
@@ -48,7 +48,8 @@ def main() -> None:
     plan_cfg = bench_config(cfg, threads)
     variant = variant_for(a.runtime, a.precision)
     lines = plan_lines(cfg, tokenizer)
-    ratios: dict[str, dict[str, list[float]]] = {str(s): {"end_to_end": [], "model_call": []} for s in shapes}
+    # per shape and way: one (end-to-end p50, model-call p50) per round
+    figures: dict[str, dict[str, list[tuple[float, float]]]] = {str(s): {"plan": [], "bench": []} for s in shapes}
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "text.txt"
         text.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -63,22 +64,34 @@ def main() -> None:
         bench_cfg = BenchConfig(batch_sizes=[cfg.batch_size], seq_lengths=[cfg.seq_length], threads=threads,
                                 warmup=3, min_time_s=a.min_time * len(shapes), min_runs=10, rounds=len(shapes),
                                 text=[str(text)])
-        for r in range(a.rounds):
-            ours = {name: time_candidate(v, plan_cfg, lines) for name, v in timed.items()}
-            results = stage.run(bench_cfg, runs, Path(tmp) / "bench")
-            for shape, run in zip(shapes, runs):
-                # the very file the plan timed: the run's student at the plan's variant (the export made fp32 too)
-                row = next(t for t in results["timings"] if t["variant"] == f"{run.name}/student-{variant}"
-                           and (t["batch"], t["seq_len"]) == (cfg.batch_size, cfg.seq_length))
-                ratios[str(shape)]["end_to_end"].append(ours[str(shape)]["end_to_end_p50_ms"] / row["end_to_end"]["p50_ms"])
-                ratios[str(shape)]["model_call"].append(ours[str(shape)]["p50_ms"] / row["p50_ms"])
-            print(f"round {r + 1}/{a.rounds}: " + json.dumps({k: {m: round(v[m][-1], 3) for m in v} for k, v in ratios.items()}),
-                  flush=True)
-    print(f"\n{cpu_features().get('model')}, {threads} threads, {variant}, batch {cfg.batch_size} × {cfg.seq_length}")
-    print("shape     plan/bench end-to-end p50   plan/bench model-call p50   (median of rounds; each round's in brackets)")
-    for name, v in ratios.items():
-        print(f"{name:<8}  {statistics.median(v['end_to_end']):>10.3f} {[round(x, 3) for x in v['end_to_end']]}   "
-              f"{statistics.median(v['model_call']):>10.3f} {[round(x, 3) for x in v['model_call']]}")
+        for r in range(a.rounds):  # plan first in even rounds, bench first in odd ones
+            for way in ("plan", "bench") if r % 2 == 0 else ("bench", "plan"):
+                if way == "plan":
+                    for shape in shapes:
+                        got = time_candidate(timed[str(shape)], plan_cfg, lines)
+                        figures[str(shape)]["plan"].append((got["end_to_end_p50_ms"], got["p50_ms"]))
+                    continue
+                results = stage.run(bench_cfg, runs, Path(tmp) / "bench")
+                for shape, run in zip(shapes, runs):
+                    # the bench's row of the whole export's file at the plan's variant (the export made fp32 too)
+                    row = next(t for t in results["timings"] if t["variant"] == f"{run.name}/student-{variant}"
+                               and (t["batch"], t["seq_len"]) == (cfg.batch_size, cfg.seq_length))
+                    figures[str(shape)]["bench"].append((row["end_to_end"]["p50_ms"], row["p50_ms"]))
+            print(f"round {r + 1}/{a.rounds}: " + json.dumps(
+                {k: {w: [round(x, 3) for x in v[w][-1]] for w in v} for k, v in figures.items()}), flush=True)
+    print(f"\n{cpu_features().get('model')}, {threads} threads, {variant}, batch {cfg.batch_size} × {cfg.seq_length}, "
+          f"{a.rounds} rounds. plan/bench: median of the rounds' ratios [lowest, highest]; noise: how far one way's "
+          "rounds spread, (highest − lowest) / 2 / median, the larger of the two ways")
+    print("shape     metric        plan ms   bench ms   plan/bench              noise   within noise")
+    for name, v in figures.items():
+        for i, metric in enumerate(("end-to-end", "model call")):
+            plan, bench = [x[i] for x in v["plan"]], [x[i] for x in v["bench"]]
+            ratios = [p / b for p, b in zip(plan, bench)]
+            noise = max((max(xs) - min(xs)) / 2 / statistics.median(xs) for xs in (plan, bench))
+            ratio = statistics.median(ratios)
+            print(f"{name:<8}  {metric:<11} {statistics.median(plan):8.2f} {statistics.median(bench):10.2f}   "
+                  f"{ratio:6.3f} [{min(ratios):.2f}, {max(ratios):.2f}]   ±{100 * noise:4.1f}%   "
+                  f"{'yes' if abs(ratio - 1) <= noise else 'no'}")
 
 
 if __name__ == "__main__":
