@@ -439,7 +439,6 @@ def main() -> None:
         result["phase_steps"] = args.phase_steps
 
     # The relation loss's GPU-memory traffic per step: the run's shape and the base shape at T = 128 and 512.
-    element_bytes = 2 if precision == "bf16" else 4
     traffic_shapes = {"run": dict(batch=args.batch_size, length=args.seq_len, relation_heads=args.relation_heads,
                                   student_hidden=args.student_hidden, teacher_hidden=args.teacher_hidden)}
     for length in (128, 512):

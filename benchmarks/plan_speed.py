@@ -12,41 +12,23 @@ median wall seconds of each and their ratio, and the ratio of their end-to-end a
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.plan_setup import parse_args, plan_setup
+
 
 def main() -> None:
-    from bench.machine import bench_threads
-    from bench.plan import Shape, bench_config, export_candidate, plan_lines, time_candidate, timing_vocabulary, variant_for
-    from compress.config import PlanConfig
-    from compress.teacher import load_teacher_config, load_tokenizer
+    from bench.plan import export_candidate, time_candidate, timing_vocabulary
     from export.isa import cpu_features
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--shapes", default="2x192,6x384", help="LAYERSxHIDDEN, comma-separated")
-    ap.add_argument("--runtime", default="onnxruntime")
-    ap.add_argument("--precision", default="int8")
-    ap.add_argument("--rounds", type=int, default=3)
-    a = ap.parse_args()
-
-    config, spec = load_teacher_config(a.teacher)
-    tokenizer = load_tokenizer(a.teacher)
-    c = config.to_dict()
-    head = c[spec.hidden_key] // c[spec.heads_key]
-    ratio = c[spec.ffn_key] / c[spec.hidden_key]
-    shapes = [Shape(int(l), int(h), int(h) // head, int(int(h) * ratio))
-              for l, h in (s.split("x") for s in a.shapes.split(","))]
-    cfg = PlanConfig(teacher=a.teacher, budget_ms=1e9, runtime=a.runtime, precision=a.precision)
-    threads, _ = bench_threads(None)
-    timing_cfg = bench_config(cfg, threads)
-    variant = variant_for(a.runtime, a.precision)
-    lines = plan_lines(cfg, tokenizer)
+    a = parse_args(__doc__, shapes="2x192,6x384", rounds=3, min_time=0.5)
+    setup = plan_setup(a)
+    config, spec, tokenizer, shapes, cfg = setup.config, setup.spec, setup.tokenizer, setup.shapes, setup.cfg
+    threads, timing_cfg, variant, lines = setup.threads, setup.timing_cfg, setup.variant, setup.lines
     figures: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         small, ids = timing_vocabulary(tokenizer, config, None, lines, Path(tmp) / "timing-vocab")

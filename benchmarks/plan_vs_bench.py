@@ -11,43 +11,24 @@ end-to-end and the model-call p50 (1.00: the same figure). Both use the same thr
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 from pathlib import Path
 
+from benchmarks.plan_setup import parse_args, plan_setup
+
 
 def main() -> None:
     from bench import stage
-    from bench.machine import bench_threads
-    from bench.plan import (Shape, bench_config, export_candidate, plan_lines, time_candidate, timing_vocabulary,
-                            variant_for)
-    from compress.config import BenchConfig, PlanConfig
-    from compress.teacher import load_teacher_config, load_tokenizer
+    from bench.plan import export_candidate, time_candidate, timing_vocabulary
+    from compress.config import BenchConfig
     from export.isa import cpu_features
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--shapes", default="2x192,4x256,6x384", help="LAYERSxHIDDEN, comma-separated")
-    ap.add_argument("--runtime", default="onnxruntime")
-    ap.add_argument("--precision", default="int8")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=1.0)
-    a = ap.parse_args()
-
-    config, spec = load_teacher_config(a.teacher)
-    tokenizer = load_tokenizer(a.teacher)
-    c = config.to_dict()
-    head = c[spec.hidden_key] // c[spec.heads_key]
-    ratio = c[spec.ffn_key] / c[spec.hidden_key]
-    shapes = [Shape(int(l), int(h), int(h) // head, int(int(h) * ratio))
-              for l, h in (s.split("x") for s in a.shapes.split(","))]
-    cfg = PlanConfig(teacher=a.teacher, budget_ms=1e9, runtime=a.runtime, precision=a.precision, min_time_s=a.min_time)
-    threads, _ = bench_threads(None)
-    plan_cfg = bench_config(cfg, threads)
-    variant = variant_for(a.runtime, a.precision)
-    lines = plan_lines(cfg, tokenizer)
+    a = parse_args(__doc__, shapes="2x192,4x256,6x384", rounds=5, min_time=1.0)
+    setup = plan_setup(a)
+    config, spec, tokenizer, shapes, cfg = setup.config, setup.spec, setup.tokenizer, setup.shapes, setup.cfg
+    threads, plan_cfg, variant, lines = setup.threads, setup.timing_cfg, setup.variant, setup.lines
     # per shape and way: one (end-to-end p50, model-call p50) per round
     figures: dict[str, dict[str, list[tuple[float, float]]]] = {str(s): {"plan": [], "bench": []} for s in shapes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +55,8 @@ def main() -> None:
                 results = stage.run(bench_cfg, runs, Path(tmp) / "bench")
                 for shape, run in zip(shapes, runs):
                     # the bench's row of the whole export's file at the plan's variant (the export made fp32 too)
-                    row = next(t for t in results["timings"] if t["variant"] == f"{run.name}/student-{variant}"
+                    prefix = f"{run.name}/" if len(runs) > 1 else ""  # as bench.stage names a run's variants
+                    row = next(t for t in results["timings"] if t["variant"] == f"{prefix}student-{variant}"
                                and (t["batch"], t["seq_len"]) == (cfg.batch_size, cfg.seq_length))
                     figures[str(shape)]["bench"].append((row["end_to_end"]["p50_ms"], row["p50_ms"]))
             print(f"round {r + 1}/{a.rounds}: " + json.dumps(
