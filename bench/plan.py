@@ -65,6 +65,19 @@ def variant_for(runtime: str, precision: str) -> str:
                     "or --runtime")
 
 
+def _check_machine_makes(variant: str) -> None:
+    """A UserError, before any candidate is built, where this machine's export would not make ``variant``
+    (openvino-bf16 is made only where the CPU computes in bf16: :func:`export.stage.wanted`)."""
+    from compress.variants import BY_NAME
+
+    if BY_NAME[variant].made_with == "cpu-bf16":
+        from export.openvino_export import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            raise UserError(f"this machine's export makes no {BY_NAME[variant].label}: its CPU has no native bf16 "
+                            "(AVX-512 BF16 or AMX); choose --precision fp32 or int8")
+
+
 def candidate_grid(teacher_config, spec, cfg: PlanConfig) -> list[Shape]:
     """Depths × widths × FFN ratios no larger than the teacher, widths in whole heads of its head size; the
     defaults: depths 2, 3, 4, 6 and widths a third, half, two thirds and all of the teacher's."""
@@ -172,7 +185,7 @@ def timing_vocabulary(tokenizer, teacher_config, kept_ids: list[int] | None, lin
     config_ids = {renumber.get(i, i) for i in config_token_ids(teacher_config)}
     ids = set(choose_kept_ids(tokenizer, count_pieces(tokenizer, lines), whole_scripts=False)) | config_ids
     if len(ids) % 2 == 0 and len(ids) < len(tokenizer):
-        ids.add(min(set(range(len(tokenizer))) - ids))
+        ids.add(next(i for i in range(len(tokenizer)) if i not in ids))
     ids = sorted(ids)
     return trim_tokenizer(tokenizer, ids, folder), ids
 
@@ -230,9 +243,6 @@ def export_candidate(shape: Shape, teacher_config, spec, tokenizer, lines: list[
     export_cfg = ExportConfig(runtimes=[table.runtime], int8=table.precision == "int8", calib_samples=32,
                               parity_samples=16, quantize_embeddings=quantize_embeddings, force=True)
     report, _ = export_model(folder, work / "export", export_cfg, lines)
-    if variant not in report.variants:  # openvino-bf16 is made only where the CPU computes in bf16
-        raise UserError(f"this machine's export makes no {table.label}: its CPU has no native bf16 (AVX-512 BF16 or "
-                        "AMX); choose --precision fp32 or int8")
     record = report.variants[variant]
     file = record.path(work / "export")
     size = record.size_bytes
@@ -278,6 +288,7 @@ def run(cfg: PlanConfig) -> dict[str, Any]:
     from compress.teacher import load_teacher_config, load_tokenizer
 
     variant = variant_for(cfg.runtime, cfg.precision)
+    _check_machine_makes(variant)
     teacher_config, spec = load_teacher_config(cfg.teacher)
     shapes = candidate_grid(teacher_config, spec, cfg)
     vocab_dir = Path(tempfile.mkdtemp(prefix="compress-plan-vocab-"))
