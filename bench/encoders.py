@@ -45,6 +45,25 @@ def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+class MemoizedEncoder:
+    """An encoder whose ``embed`` answers a list of texts it has embedded before from memory (``[N, H]`` per
+    distinct list, held while the object lives): the bench's fidelity reference embeds a task's texts once, not
+    once per variant it is compared with."""
+
+    def __init__(self, encoder: Encoder):
+        self.encoder, self.name, self.labels = encoder, encoder.name, encoder.labels
+        self._embedded: dict[tuple[str, ...], np.ndarray] = {}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        key = tuple(texts)
+        if key not in self._embedded:
+            self._embedded[key] = self.encoder.embed(texts)
+        return self._embedded[key]
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        return self.encoder.logits(texts, pairs)
+
+
 class OrtEncoder:
     """An exported folder (``model.onnx`` + tokenizer + config.json) run by ONNX Runtime, or by ``session`` when
     given (anything with ``get_inputs``, ``get_outputs`` and ``run`` as ONNX Runtime has them: an OpenVINO IR

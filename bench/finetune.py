@@ -27,7 +27,7 @@ from compress.distributed import DistContext, resolve_device, seed_everything
 from compress.errors import UserError, first_line
 from compress.run_dir import FINETUNE, RunDir, atomic_directory, atomic_write_text, library_versions, now
 from compress.tracking import open_trackers, require_trackers
-from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
+from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, resolve_precision, train
 
 log = logging.getLogger(__name__)
 STAGE = FINETUNE
@@ -121,10 +121,11 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
     model.to(device)
     steps_per_epoch = math.ceil(len(train_rows) / r["batch_size"])
     total = steps_per_epoch * r["epochs"]
+    precision = resolve_precision(cfg.precision, device, cpu_bf16=False)  # bf16 on CPU: not yet measured
     train_cfg = TrainConfig(steps=total, batch_size=r["batch_size"], lr=r["lr"], weight_decay=cfg.weight_decay,
                             warmup_steps=int(r["warmup_ratio"] * total), seed=cfg.seed, device=cfg.device,
                             checkpoint_every=steps_per_epoch, log_every=min(10, steps_per_epoch), eps=1e-8,
-                            report_to=report_to)
+                            precision=precision, report_to=report_to)
 
     def compute_loss(step: int, micro: int, _batch) -> StepOutput:
         epoch, position = divmod(step, steps_per_epoch)
@@ -156,10 +157,10 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
         atomic_write_text(best_path, json.dumps({**best, "history": history}, indent=2) + "\n")
 
     run_dir.update_stage(f"{STAGE}/{name}", status="running", started=now(), task=task.name, source=source,
-                         config=to_plain(cfg), recipe=r, versions=library_versions(),
+                         config=to_plain(cfg), recipe=r, versions=library_versions(), resolved={"precision": precision},
                          data={"train": len(train_rows), "dev": len(dev_rows), "labels": labels})
-    log.info("fine-tuning %s on %s: %d examples, %d epochs of %d steps, lr %g", source, task.name,
-             len(train_rows), r["epochs"], steps_per_epoch, r["lr"])
+    log.info("fine-tuning %s on %s: %d examples, %d epochs of %d steps, lr %g, %s on %s", source, task.name,
+             len(train_rows), r["epochs"], steps_per_epoch, r["lr"], precision, device.type)
     params = {"finetune": to_plain(cfg), "recipe": r, "train": to_plain(train_cfg), "task": task.name, "source": source,
               "data": {"train": len(train_rows), "dev": len(dev_rows), "labels": json.dumps(labels)}}
     trackers = open_trackers(report_to, run_dir.path, f"finetune-{name}", params=params, key="report_to")

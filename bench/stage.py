@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends import BACKENDS, Backend, TorchBackend
-from bench.encoders import head_labels
+from bench.encoders import MemoizedEncoder, head_labels
 from bench.evaluate import evaluate
 from bench.machine import bench_threads, machine_facts
 from bench.report import make_results, timing_row, write_report
@@ -234,7 +234,8 @@ def score_variants(variants: list[Variant], tasks: list[TaskSpec], provider: str
 
     def encoder_for(variant: Variant, max_length: int):
         if (variant.name, max_length) not in opened:
-            opened[(variant.name, max_length)] = open_variant(variant, provider, max_length, threads)
+            encoder = open_variant(variant, provider, max_length, threads)
+            opened[(variant.name, max_length)] = MemoizedEncoder(encoder) if variant.name in references else encoder
         return opened[(variant.name, max_length)]
 
     for variant in variants:

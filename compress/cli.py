@@ -195,6 +195,7 @@ def finetune(
     max_length: Optional[int] = typer.Option(None, help="tokens per example (default: the task's)"),
     max_train_examples: Optional[int] = typer.Option(None, help="train on a fixed random subset of this size"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last epoch checkpoint"),
 ) -> None:
@@ -203,7 +204,8 @@ def finetune(
     from compress.config import FinetuneConfig
 
     flags = {"task": task, "model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-             "max_length": max_length, "max_train_examples": max_train_examples, "device": device, "seed": seed}
+             "max_length": max_length, "max_train_examples": max_train_examples, "device": device,
+             "precision": precision, "seed": seed}
     cfg = build_config(FinetuneConfig, flags=flags)
     result = stage.run(cfg, RunDir(run_dir), resume=resume)
     overall = {s["metric"]: s["value"] for s in result["test"] if s["language"] is None}

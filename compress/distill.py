@@ -41,7 +41,7 @@ from compress.teacher import (
 )
 from compress.token_shards import TokenCorpus
 from compress.tracking import open_trackers, require_trackers
-from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, train
+from compress.train_loop import CHECKPOINT, StepOutput, TrainingInterrupted, resolve_precision, train
 from compress.vocab_trim import TRIMMED_VOCAB, model_kept_ids, trim_embeddings, trim_tokenizer
 
 log = logging.getLogger(__name__)
@@ -89,24 +89,6 @@ def trimmed_vocabulary(teacher_tokenizer, teacher_config, counts, cfg: DistillCo
     folder.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record, json.dumps(kept))
     return trim_tokenizer(teacher_tokenizer, kept, folder), kept
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPUs on which bf16 matmuls run natively (torch's own ISA probes)."""
-    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(probe() for probe in probes if probe is not None)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The distillation's ``train.precision``: ``auto`` is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere.
-
-    On CPU this was measured, not assumed (docs/benchmarks.md): the demo preset distilled for 400 steps in fp32
-    and in bf16 ends at the same loss (0.3037 / 0.3046) and the same scores (langid 0.977 / 0.976, bitext
-    0.678 / 0.682, fidelity 0.571 / 0.576), and its step is 1.36× faster in bf16 on the AVX-512 BF16 CPU.
-    """
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()) else "fp32"
 
 
 def prepare_settings(cfg: DistillConfig) -> PrepareSettings:

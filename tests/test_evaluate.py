@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from bench.encoders import OrtEncoder
+from bench.encoders import MemoizedEncoder, OrtEncoder
 from bench.evaluate import bitext_scores, classification_scores, evaluate, fidelity_scores
 from bench.metrics import (
     accuracy, bitext_accuracy, by_group, macro_f1, retrieval_top1, row_cosines, similarity_correlation,
@@ -219,6 +219,20 @@ def test_ort_and_torch_give_the_same_scores(exported, task_dir):
     assert same["cosine_min"] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(UserError, match="reference"):
         evaluate(fidelity, ort_enc)
+
+
+def test_memoized_reference_embeds_each_list_once(exported, task_dir):
+    """The bench's fidelity reference: a repeated list is answered from memory, with the encoder's own values."""
+    ort_enc = OrtEncoder(exported[1])
+    memo = MemoizedEncoder(ort_enc)
+    texts, other = SAMPLE_BY_LANGUAGE["en"], SAMPLE_BY_LANGUAGE["de"]
+    first = memo.embed(texts)
+    assert memo.embed(list(texts)) is first  # an equal list, not recomputed
+    np.testing.assert_array_equal(first, ort_enc.embed(texts))
+    np.testing.assert_array_equal(memo.embed(other), ort_enc.embed(other))
+    assert (memo.name, memo.labels) == (ort_enc.name, ort_enc.labels)
+    fidelity = load_task(str(task_dir / "fidelity.yaml"))
+    assert fidelity_scores(fidelity, ort_enc, memo, same_space=True) == fidelity_scores(fidelity, ort_enc, ort_enc, same_space=True)
 
 
 def test_ort_encoder_errors(tmp_path, exported):

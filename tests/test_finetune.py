@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification
 
 from bench.encoders import OrtEncoder
@@ -51,6 +52,7 @@ def test_finetune_learns_a_toy_task_and_exports(tiny_bert_dir, tmp_path, capsys)
     assert model.config.id2label == {0: "oil", 1: "water"}
     manifest = json.loads((run / "manifest.json").read_text())["stages"]["finetune/toy"]
     assert manifest["status"] == "complete" and manifest["metrics"]["test_accuracy"] == test_acc
+    assert manifest["resolved"]["precision"] == "fp32"  # precision=auto on CPU
     assert not any(p.name.startswith(".") for p in (run / "finetune").iterdir())  # no work folder left
 
     # The exported classifier scores the same in ONNX Runtime as in PyTorch.
@@ -66,6 +68,23 @@ def test_finetune_learns_a_toy_task_and_exports(tiny_bert_dir, tmp_path, capsys)
 
     again = run_cli(["finetune", run, "--task", spec, "--model", tiny_bert_dir, "--name", "toy"], capsys)
     assert again.code == 2 and "already exists" in again.stderr
+
+
+def test_finetune_in_bf16_on_cpu(tiny_bert_dir, tmp_path, capsys):
+    """--precision bf16 trains under bf16 autocast on any CPU (emulated where it is not native), records it, and
+    still learns; the saved weights stay fp32."""
+    spec = write_toy_task(tmp_path)
+    run = tmp_path / "run"
+    result = run_cli(["finetune", run, "--task", spec, "--model", tiny_bert_dir, "--name", "toy", "--precision", "bf16"],
+                     capsys)
+    assert result.code == 0, result.stderr
+    assert json.loads((run / "manifest.json").read_text())["stages"]["finetune/toy"]["resolved"] == {"precision": "bf16"}
+    scores = json.loads((run / "finetune" / "toy" / "scores.json").read_text())
+    assert next(s["value"] for s in scores["test"] if s["metric"] == "accuracy") >= 0.9
+    model = AutoModelForSequenceClassification.from_pretrained(run / "finetune" / "toy")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert run_cli(["finetune", run, "--task", spec, "--model", tiny_bert_dir, "--name", "t2", "--precision", "fp16"],
+                   capsys).code == 2
 
 
 def test_interrupted_finetune_resumes(tiny_bert_dir, tmp_path, capsys):
