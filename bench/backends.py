@@ -91,7 +91,7 @@ class OnnxBackend:
         for the model call and text for the end-to-end request (on a GPU the request's copies to and from the
         device are part of it)."""
         calls = []
-        tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
+        tokenizer = load_tokenizer(variant.path, None)  # the ids the inputs are cut from
         cut = {s: load_tokenizer(variant.path, s) for s in cfg.seq_lengths}  # truncating at each length
         for provider in (p for p in cfg.providers if ort_offers(p)):
             session = make_session(variant.path / ONNX_FILE, provider, cfg.threads,
@@ -148,7 +148,7 @@ class OpenVINOBackend:
         if "cpu" not in cfg.providers:
             return []
         session = OpenVINOSession(variant.path, variant.compile_precision, cfg.threads)
-        tokenizer = load_tokenizer(variant.path, max(cfg.seq_lengths))
+        tokenizer = load_tokenizer(variant.path, None)  # the ids the inputs are cut from
         used = [f"OpenVINO CPU ({session.inference_precision})"]
         calls = []
         for seq_len in cfg.seq_lengths:

@@ -121,7 +121,7 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
     model.to(device)
     steps_per_epoch = math.ceil(len(train_rows) / r["batch_size"])
     total = steps_per_epoch * r["epochs"]
-    precision = resolve_precision(cfg.precision, device, cpu_bf16=False)  # bf16 on CPU: not yet measured
+    precision = resolve_precision(cfg.precision, device)
     train_cfg = TrainConfig(steps=total, batch_size=r["batch_size"], lr=r["lr"], weight_decay=cfg.weight_decay,
                             warmup_steps=int(r["warmup_ratio"] * total), seed=cfg.seed, device=cfg.device,
                             checkpoint_every=steps_per_epoch, log_every=min(10, steps_per_epoch), eps=1e-8,

@@ -195,7 +195,7 @@ def finetune(
     max_length: Optional[int] = typer.Option(None, help="tokens per example (default: the task's)"),
     max_train_examples: Optional[int] = typer.Option(None, help="train on a fixed random subset of this size"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
-    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16"),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA and CPUs with native bf16), fp32 or bf16"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last epoch checkpoint"),
 ) -> None:

@@ -238,8 +238,8 @@ class FinetuneConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="bf16 autocast or fp32 (as train.precision); auto: bf16 on CUDA, fp32 on CPU (bf16 "
-        "fine-tuning on CPU is not yet compared with fp32 for accuracy)")
+        "auto", description="bf16 autocast or fp32 (as train.precision); auto: bf16 on CUDA and on CPUs with native "
+        "bf16 (AVX-512 BF16 or AMX), fp32 otherwise (the same accuracy, measured: docs/benchmarks.md)")
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] | None = Field(
         None, description="experiment trackers (as train.report_to); default: the run's distillation's train.report_to")
 

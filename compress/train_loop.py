@@ -89,13 +89,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, *, cpu_bf16: bool = True) -> str:
-    """``precision`` of distillation and fine-tuning: ``auto`` is bf16 on CUDA and, where ``cpu_bf16``, on CPUs with
-    native bf16; fp32 elsewhere.
+    """``precision`` of distillation, fine-tuning and QAT: ``auto`` is bf16 on CUDA and, where ``cpu_bf16``, on CPUs
+    with native bf16; fp32 elsewhere.
 
     On CPU this was measured, not assumed (docs/benchmarks.md): the demo preset distilled for 400 steps in fp32
     and in bf16 ends at the same loss (0.3037 / 0.3046) and the same scores (langid 0.977 / 0.976, bitext
     0.678 / 0.682, fidelity 0.571 / 0.576), and its step is 1.36× faster in bf16 on the AVX-512 BF16 CPU.
-    Fine-tuning passes ``cpu_bf16=False``: its accuracy in bf16 on CPU has not been compared with fp32 yet.
+    Fine-tuning likewise: the demo's sentiment-en fine-tuning (4,000 examples, 2 epochs) in fp32 and in bf16 ends at
+    the same dev accuracy (0.7292 / 0.7297) and test accuracy (0.7155 / 0.7155), in 8 min 4 s / 5 min 54 s.
+    QAT passes ``cpu_bf16=False``: its accuracy in bf16 on CPU has not been compared with fp32.
     """
     if precision != "auto":
         return precision
@@ -103,8 +105,10 @@ def resolve_precision(precision: str, device: torch.device, *, cpu_bf16: bool = 
 
 
 def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast when asked for (``auto`` = bf16 on CUDA, fp32 on CPU); a no-op otherwise."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    """bf16 autocast for ``precision`` bf16, a no-op for fp32 (callers resolve ``auto``: :func:`resolve_precision`)."""
+    if precision == "auto":
+        raise ValueError("autocast_context takes a resolved precision (fp32 or bf16); see resolve_precision")
+    if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -157,7 +157,7 @@ def retrain(
     from compress.relation_loss import relation_kl, resolve_relation_kernel
     from compress.run_dir import RunDir
     from compress.tracking import open_trackers, run_root
-    from compress.train_loop import StepOutput, train
+    from compress.train_loop import StepOutput, resolve_precision, train
 
     out_dir = Path(out_dir)
     run_path = run_root(out_dir)
@@ -168,6 +168,8 @@ def retrain(
               "inputs": {"teacher": (distill.get("inputs") or {}).get("teacher")}}
     trackers = open_trackers(cfg.report_to, run_path, out_dir.name, params=params, key="qat_train.report_to")
     ctx = init_from_env(cfg.device)
+    # auto: bf16 on CUDA, fp32 on CPU (QAT's accuracy in bf16 on CPU has not been measured)
+    cfg = cfg.model_copy(update={"precision": resolve_precision(cfg.precision, ctx.device, cpu_bf16=False)})
     kernel = resolve_relation_kernel(cfg.relation_kernel, ctx.device)
     student.to(ctx.device)
     reference.to(ctx.device).eval().requires_grad_(False)

@@ -178,6 +178,40 @@ def test_make_feeds_accepts_both_tokenizer_kinds(tiny_bert_onnx, tiny_roberta_di
     assert make_feeds(roberta, ["Yes."], 2, 50)["input_ids"].shape == (2, 50)
 
 
+def test_tokenizers_are_parsed_once_per_content_and_length(tiny_bert_onnx, tmp_path):
+    """Every variant of a run carries the same tokenizer.json: the bench parses it once per length (a 250k
+    vocabulary takes 0.7 s and 260 MiB each time), and the unbounded form cuts the same inputs, uncopied."""
+    import shutil
+
+    from bench import tokenization
+    from bench.ort_session import request_texts
+
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_bert_onnx / name).exists():
+            shutil.copy(tiny_bert_onnx / name, twin / name)
+    first = load_tokenizer(tiny_bert_onnx, 16)
+    assert load_tokenizer(twin, 16) is first  # same content, same length: one object
+    assert load_tokenizer(twin, 32) is not first and load_tokenizer(twin, 32).truncation["max_length"] == 32
+    raw = load_tokenizer(twin, None)
+    assert raw.padding is None and raw.truncation is None
+    assert first.truncation["max_length"] == 16 and first.padding is not None  # nobody reconfigured the shared one
+    np.testing.assert_array_equal(make_feeds(raw, SAMPLE_TEXT, 3, 40)["input_ids"],
+                                  make_feeds(first, SAMPLE_TEXT, 3, 40)["input_ids"])
+    assert request_texts(raw, SAMPLE_TEXT, 2, 24) == request_texts(first, SAMPLE_TEXT, 2, 24)
+    assert raw.padding is None and raw.truncation is None  # cutting inputs left it as it was
+
+    data = json.loads((twin / "tokenizer.json").read_text(encoding="utf-8"))
+    data["model"]["vocab"]["zebra"] = len(data["model"]["vocab"])  # another vocabulary: another tokenizer
+    (twin / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    other = load_tokenizer(twin, 16)
+    assert other is not first and other.token_to_id("zebra") is not None and first.token_to_id("zebra") is None
+    for length in range(1, 2 * tokenization._KEEP):  # the cache keeps a few, not every one ever loaded
+        load_tokenizer(twin, length)
+    assert len(tokenization._LOADED) == tokenization._KEEP
+
+
 def test_make_feeds_errors(tiny_bert_onnx):
     tok = load_tokenizer(tiny_bert_onnx, 128)
     with pytest.raises(UserError, match="position_ids"):

@@ -50,11 +50,14 @@ def test_distill_each_family_loss_falls_and_student_loads(tiny_teacher_dir, corp
 def test_precision_auto_is_bf16_on_cpus_with_native_bf16(tiny_bert_dir, corpus_file, tmp_path, capsys):
     """train.precision=auto distils in bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX (measured equal to fp32 at
     equal steps, docs/benchmarks.md), fp32 elsewhere; the choice is recorded, and it really changes the arithmetic."""
-    from compress.train_loop import cpu_has_native_bf16, resolve_precision
+    from compress.train_loop import autocast_context, cpu_has_native_bf16, resolve_precision
 
     assert resolve_precision("auto", torch.device("cuda")) == "bf16" and resolve_precision("fp32", torch.device("cuda")) == "fp32"
     expected = "bf16" if cpu_has_native_bf16() else "fp32"
     assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("auto", torch.device("cpu"), cpu_bf16=False) == "fp32"  # QAT's choice on CPU
+    with pytest.raises(ValueError, match="resolved precision"):  # every trainer resolves auto before training
+        autocast_context(torch.device("cpu"), "auto")
     losses = {}
     for precision in ("auto", "fp32"):
         run_dir = tmp_path / precision

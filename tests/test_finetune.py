@@ -15,6 +15,7 @@ from bench.encoders import OrtEncoder
 from bench.evaluate import classification_scores
 from bench.tasks import load_task
 from bench.torch_encoder import TorchEncoder
+from compress.train_loop import cpu_has_native_bf16
 from export.onnx_export import export_fp32
 from reference.tiny_models import _COMMON_WORDS
 from tests.cli_runner import cli_command, cli_env, run_cli
@@ -52,7 +53,7 @@ def test_finetune_learns_a_toy_task_and_exports(tiny_bert_dir, tmp_path, capsys)
     assert model.config.id2label == {0: "oil", 1: "water"}
     manifest = json.loads((run / "manifest.json").read_text())["stages"]["finetune/toy"]
     assert manifest["status"] == "complete" and manifest["metrics"]["test_accuracy"] == test_acc
-    assert manifest["resolved"]["precision"] == "fp32"  # precision=auto on CPU
+    assert manifest["resolved"]["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # precision=auto on CPU
     assert not any(p.name.startswith(".") for p in (run / "finetune").iterdir())  # no work folder left
 
     # The exported classifier scores the same in ONNX Runtime as in PyTorch.
