@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The main job on the embedded offline default: multilingual-e5-small rebuilt from PyPI packages,
 # distilled into a 6×384 student on real multilingual text, fine-tuned on sentiment, exported to
 # ONNX Runtime FP32/INT8 and OpenVINO FP32/bf16/INT8/INT8+QAT, benchmarked against the teacher
-# (scripts/pipeline.sh; 18–28 min on 2 cores, docs/benchmarks.md).
+# (scripts/pipeline.sh; 18–24 min from a fresh clone on 2 vCPUs, install included: docs/benchmarks.md).
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" scripts/pipeline.sh demo $(RUN)
 

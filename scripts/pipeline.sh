@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the offline assets: distill → finetune → export (ONNX Runtime and OpenVINO: FP32,
 # bf16, INT8, INT8 after QAT) → bench.
-#   scripts/pipeline.sh demo  [RUN]   multilingual-e5-small → 6×384 student (about 20 min on a 2-core CPU)
+#   scripts/pipeline.sh demo  [RUN]   multilingual-e5-small → 6×384 student (17–22 min on 2 vCPUs)
 #   scripts/pipeline.sh quick [RUN]   all-MiniLM-L6-v2 → 3×384 English student (under 5 min)
 # Every step is skipped when its output is complete and resumed when it was interrupted, so running the
 # script again after Ctrl-C continues where it stopped. COMPRESS=path/to/compress overrides the command.
