@@ -76,6 +76,19 @@ def load_classifier(source: str, labels: list[str]):
     return model, tokenizer
 
 
+def train_labels(task: TaskSpec, rows: list[dict]) -> tuple[list[str], torch.Tensor]:
+    """The labels of ``rows`` (sorted, as strings) and each row's label index, ``[N]`` int64."""
+    labels = sorted({str(row[task.label_field]) for row in rows})
+    return labels, torch.tensor([labels.index(str(row[task.label_field])) for row in rows])
+
+
+def train_batch(tokenizer, texts: list[str], pairs: list[str] | None, index: list[int], max_length: int):
+    """Rows ``index`` of ``texts`` (and ``pairs``) as one batch: padded to the longest, cut at ``max_length``;
+    tensors ``[B, T]``."""
+    return tokenizer([texts[i] for i in index], [pairs[i] for i in index] if pairs else None, padding=True,
+                     truncation=True, max_length=max_length, return_tensors="pt")
+
+
 def tracker_choice(cfg: FinetuneConfig, run_dir: RunDir) -> list[str]:
     """``report_to`` as given, else the run's distillation's ``train.report_to`` (none without a distillation)."""
     if cfg.report_to is not None:
@@ -107,10 +120,9 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
     if r["max_train_examples"] and len(train_rows) > r["max_train_examples"]:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(train_rows), r["max_train_examples"], replace=False))
         train_rows = [train_rows[i] for i in keep]
-    labels = sorted({str(row[task.label_field]) for row in train_rows})
+    labels, label_ids = train_labels(task, train_rows)
     if len(labels) < 2:
         raise UserError(f"the train split of task '{task.name}' has {len(labels)} label(s): a classifier needs two or more")
-    label_ids = torch.tensor([labels.index(str(row[task.label_field])) for row in train_rows])
     texts = task.texts(train_rows)
     pairs = task.texts(train_rows, task.text_pair_field) if task.text_pair_field else None
 
@@ -131,8 +143,7 @@ def run(cfg: FinetuneConfig, run_dir: RunDir, *, resume: bool = False) -> dict[s
         epoch, position = divmod(step, steps_per_epoch)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_rows))
         index = order[position * r["batch_size"] : (position + 1) * r["batch_size"]].tolist()
-        batch = tokenizer([texts[i] for i in index], [pairs[i] for i in index] if pairs else None, padding=True,
-                          truncation=True, max_length=r["max_length"], return_tensors="pt")
+        batch = train_batch(tokenizer, texts, pairs, index, r["max_length"])
         tokens = int(batch["attention_mask"].sum())
         loss = model(**batch.to(device), labels=label_ids[index].to(device)).loss
         return StepOutput(loss=loss, parts={}, tokens=tokens)

@@ -10,8 +10,9 @@ The runner keeps everything except the inference itself out of the timed call:
 
 Tokenizers: :func:`make_feeds` accepts a ``tokenizers.Tokenizer`` (what :func:`bench.tokenization.load_tokenizer`
 returns) or a transformers *fast* tokenizer (its ``backend_tokenizer`` is used); either way it works without padding
-and truncation (on a private copy where they are on: ``load_tokenizer(folder, None)`` needs none), and takes the special tokens ([CLS]/[SEP], <s>/</s>) from the
-tokenizer's own post-processor. Slow (pure-Python) transformers tokenizers are refused.
+and truncation (on a private copy where they are on: ``load_tokenizer(folder, None)`` needs none), and takes the
+special tokens ([CLS]/[SEP], <s>/</s>) from the tokenizer's own post-processor. Slow (pure-Python) transformers
+tokenizers are refused.
 """
 
 from __future__ import annotations

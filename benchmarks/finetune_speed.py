@@ -22,7 +22,7 @@ import torch
 
 
 def main() -> None:
-    from bench.finetune import load_classifier
+    from bench.finetune import load_classifier, train_batch, train_labels
     from bench.tasks import load_task
     from compress.config import TrainConfig
     from compress.train_loop import autocast_context, make_optimizer
@@ -39,8 +39,9 @@ def main() -> None:
     torch.manual_seed(0)
     task = load_task(a.task)
     rows = task.rows("train")
-    texts, labels = task.texts(rows), sorted({str(r[task.label_field]) for r in rows})
-    label_ids = torch.tensor([labels.index(str(r[task.label_field])) for r in rows])
+    texts = task.texts(rows)
+    pairs = task.texts(rows, task.text_pair_field) if task.text_pair_field else None
+    labels, label_ids = train_labels(task, rows)
     base, tokenizer = load_classifier(a.model, labels)
     order = np.random.default_rng(0).permutation(len(rows))
     device = torch.device("cpu")
@@ -51,9 +52,7 @@ def main() -> None:
 
     def batch(step: int):
         index = order[step * a.batch_size:(step + 1) * a.batch_size].tolist()
-        enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=task.max_length,
-                        return_tensors="pt")
-        return enc, label_ids[index]
+        return train_batch(tokenizer, texts, pairs, index, task.max_length), label_ids[index]
 
     def step(precision: str, number: int) -> None:
         model, optimizer = variants[precision]
